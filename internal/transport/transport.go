@@ -1,0 +1,61 @@
+// Package transport holds the gRPC settings that agents and controllers share: keepalives,
+// message limits, and pluggable transport credentials (plaintext on loopback today; mutual TLS
+// with node identity plugs in here later).
+package transport
+
+import (
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+)
+
+// Credentials supplies the transport security of both ends of a connection.
+type Credentials interface {
+	// Server returns the credentials a gRPC server listens with.
+	Server() credentials.TransportCredentials
+	// Client returns the credentials a gRPC client dials with.
+	Client() credentials.TransportCredentials
+}
+
+type plaintext struct{}
+
+func (plaintext) Server() credentials.TransportCredentials { return insecure.NewCredentials() }
+func (plaintext) Client() credentials.TransportCredentials { return insecure.NewCredentials() }
+
+// Plaintext is no transport security: for loopback and trusted networks only.
+var Plaintext Credentials = plaintext{}
+
+const (
+	// MaxMessageBytes bounds one gRPC message: a report of a large node fits many times over.
+	MaxMessageBytes = 4 << 20
+
+	// The client pings an idle connection every clientPingInterval and gives up on it when
+	// the ping is not answered within pingTimeout. The server allows pings every
+	// minPingInterval, below the client's rate, so it never answers a ping with GOAWAY.
+	clientPingInterval = 10 * time.Second
+	serverPingInterval = 15 * time.Second
+	pingTimeout        = 5 * time.Second
+	minPingInterval    = 5 * time.Second
+)
+
+// ServerOptions are the options of every llmscaler gRPC server.
+func ServerOptions(c Credentials) []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.Creds(c.Server()),
+		grpc.MaxRecvMsgSize(MaxMessageBytes),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: serverPingInterval, Timeout: pingTimeout}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: minPingInterval, PermitWithoutStream: true}),
+	}
+}
+
+// DialOptions are the options of every llmscaler gRPC client.
+func DialOptions(c Credentials) []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithTransportCredentials(c.Client()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes)),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: clientPingInterval, Timeout: pingTimeout, PermitWithoutStream: true}),
+	}
+}
