@@ -1,0 +1,333 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/llmscaler/llmscaler/internal/names"
+	llmscalerv1 "github.com/llmscaler/llmscaler/proto/llmscaler/v1"
+)
+
+// adminService serves AdminService. Calls that change desired state write etcd from any
+// controller; calls that read live state run on the leader (the forwarding interceptor sends
+// them there), so they reach these handlers only on the leader.
+type adminService struct {
+	llmscalerv1.UnimplementedAdminServiceServer
+	c *Controller
+}
+
+// storeError maps store errors to gRPC status at the handler edge.
+func storeError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, errNotFound):
+		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return status.FromContextError(err).Err()
+	default:
+		return status.Errorf(codes.Unavailable, "etcd: %v", err)
+	}
+}
+
+// leaderTerm returns the current term; handlers of live state only run on the leader, but
+// leadership can end between the interceptor's check and here.
+func (s adminService) leaderTerm() (*term, error) {
+	if t := s.c.currentTerm(); t != nil {
+		return t, nil
+	}
+	return nil, status.Error(codes.Unavailable, "this controller stopped leading; retry")
+}
+
+func (s adminService) ListNodes(ctx context.Context, _ *llmscalerv1.ListNodesRequest) (*llmscalerv1.ListNodesResponse, error) {
+	t, err := s.leaderTerm()
+	if err != nil {
+		return nil, err
+	}
+	return &llmscalerv1.ListNodesResponse{Nodes: t.fleet.listNodes()}, nil
+}
+
+func (s adminService) GetNode(ctx context.Context, r *llmscalerv1.GetNodeRequest) (*llmscalerv1.GetNodeResponse, error) {
+	if err := names.NodeID(r.GetNodeId()); err != nil {
+		return nil, badField("node_id", "%v", err).grpcStatus()
+	}
+	t, err := s.leaderTerm()
+	if err != nil {
+		return nil, err
+	}
+	n, ins, ok := t.fleet.getNode(r.GetNodeId())
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "node %q: no agent with that id has connected", r.GetNodeId())
+	}
+	return &llmscalerv1.GetNodeResponse{Node: n, Instances: ins}, nil
+}
+
+func (s adminService) setCordon(ctx context.Context, id string, c *cordon) (*llmscalerv1.Node, error) {
+	if err := names.NodeID(id); err != nil {
+		return nil, badField("node_id", "%v", err).grpcStatus()
+	}
+	n, err := s.c.store.node(ctx, id)
+	if err != nil {
+		return nil, storeError(err)
+	}
+	if err := s.c.store.setCordon(ctx, id, c); err != nil {
+		return nil, storeError(err)
+	}
+	n.Cordoned = c != nil
+	if c != nil {
+		n.CordonReason = c.Reason
+	}
+	return n, nil
+}
+
+func (s adminService) CordonNode(ctx context.Context, r *llmscalerv1.CordonNodeRequest) (*llmscalerv1.CordonNodeResponse, error) {
+	if len(r.GetReason()) > 1024 {
+		return nil, badField("reason", "%d bytes, at most 1024 allowed", len(r.GetReason())).grpcStatus()
+	}
+	reason := r.GetReason()
+	if reason == "" {
+		reason = "cordoned by an operator"
+	}
+	n, err := s.setCordon(ctx, r.GetNodeId(), &cordon{Reason: reason, Since: s.c.now().UTC()})
+	if err != nil {
+		return nil, err
+	}
+	s.c.log.Info("node cordoned", "node_id", r.GetNodeId(), "reason", reason)
+	return &llmscalerv1.CordonNodeResponse{Node: n}, nil
+}
+
+func (s adminService) UncordonNode(ctx context.Context, r *llmscalerv1.UncordonNodeRequest) (*llmscalerv1.UncordonNodeResponse, error) {
+	n, err := s.setCordon(ctx, r.GetNodeId(), nil)
+	if err != nil {
+		return nil, err
+	}
+	s.c.log.Info("node uncordoned", "node_id", r.GetNodeId())
+	return &llmscalerv1.UncordonNodeResponse{Node: n}, nil
+}
+
+func (s adminService) DrainNode(context.Context, *llmscalerv1.DrainNodeRequest) (*llmscalerv1.DrainNodeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "DrainNode moves instances, which needs the reconciler of the agent issue; not built yet (CordonNode stops new placements today)")
+}
+
+func (s adminService) ApplyDeployment(ctx context.Context, r *llmscalerv1.ApplyDeploymentRequest) (*llmscalerv1.ApplyDeploymentResponse, error) {
+	if fe := checkRequestSize(r); fe != nil {
+		return nil, fe.grpcStatus()
+	}
+	if len(r.ProtoReflect().GetUnknown()) > 0 {
+		return nil, badField("request", "has fields this controller does not know").grpcStatus()
+	}
+	spec := r.GetDeployment()
+	if fe := validateDeploymentSpec(spec); fe != nil {
+		return nil, fe.grpcStatus()
+	}
+	d, created, err := s.c.store.updateDeployment(ctx, spec.GetName(), func(cur *llmscalerv1.Deployment) (*llmscalerv1.Deployment, error) {
+		next := &llmscalerv1.Deployment{Spec: proto.Clone(spec).(*llmscalerv1.DeploymentSpec), Scale: &llmscalerv1.ScaleState{}}
+		if cur != nil {
+			// A new spec keeps what ScaleDeployment set by hand. A count outside the new
+			// bounds is clamped into them when used, not silently dropped.
+			next.Scale = cur.GetScale()
+		}
+		return next, nil
+	})
+	if err != nil {
+		return nil, storeError(err)
+	}
+	s.c.log.Info("deployment applied", "deployment", spec.GetName(), "generation", d.GetGeneration(), "created", created)
+	return &llmscalerv1.ApplyDeploymentResponse{Deployment: d, Created: created}, nil
+}
+
+func (s adminService) GetDeployment(ctx context.Context, r *llmscalerv1.GetDeploymentRequest) (*llmscalerv1.GetDeploymentResponse, error) {
+	if err := names.DeploymentName(r.GetName()); err != nil {
+		return nil, badField("name", "%v", err).grpcStatus()
+	}
+	d, _, err := s.c.store.getDeployment(ctx, r.GetName())
+	if err != nil {
+		return nil, storeError(err)
+	}
+	s.c.fillStatus(d)
+	return &llmscalerv1.GetDeploymentResponse{Deployment: d}, nil
+}
+
+func (s adminService) ListDeployments(ctx context.Context, _ *llmscalerv1.ListDeploymentsRequest) (*llmscalerv1.ListDeploymentsResponse, error) {
+	ds, err := s.c.store.listDeployments(ctx)
+	if err != nil {
+		return nil, storeError(err)
+	}
+	for _, d := range ds {
+		s.c.fillStatus(d)
+	}
+	return &llmscalerv1.ListDeploymentsResponse{Deployments: ds}, nil
+}
+
+// fillStatus adds the leader's live view to a stored deployment. Off the leader (no leader
+// elected) the status stays empty.
+func (c *Controller) fillStatus(d *llmscalerv1.Deployment) {
+	t := c.currentTerm()
+	if t == nil {
+		return
+	}
+	st := &llmscalerv1.DeploymentStatus{DesiredReplicas: desiredReplicas(d), Replicas: map[string]uint32{}}
+	for _, in := range t.fleet.instances(d.GetSpec().GetName(), "") {
+		st.Replicas[phaseName(in.GetStatus().GetPhase())]++
+	}
+	d.Status = st
+}
+
+// desiredReplicas is the count the controller drives a deployment towards: the count set by
+// hand if any, else the minimum (the autoscaling engine replaces the minimum), kept in bounds.
+func desiredReplicas(d *llmscalerv1.Deployment) uint32 {
+	sp := d.GetSpec()
+	n := sp.GetMinReplicas()
+	if m := d.GetScale().ManualReplicas; m != nil {
+		n = *m
+	}
+	return min(max(n, sp.GetMinReplicas()), sp.GetMaxReplicas())
+}
+
+func (s adminService) DeleteDeployment(ctx context.Context, r *llmscalerv1.DeleteDeploymentRequest) (*llmscalerv1.DeleteDeploymentResponse, error) {
+	if err := names.DeploymentName(r.GetName()); err != nil {
+		return nil, badField("name", "%v", err).grpcStatus()
+	}
+	if err := s.c.store.deleteDeployment(ctx, r.GetName()); err != nil {
+		return nil, storeError(err)
+	}
+	s.c.log.Info("deployment deleted", "deployment", r.GetName())
+	return &llmscalerv1.DeleteDeploymentResponse{}, nil
+}
+
+func (s adminService) ScaleDeployment(ctx context.Context, r *llmscalerv1.ScaleDeploymentRequest) (*llmscalerv1.ScaleDeploymentResponse, error) {
+	if err := names.DeploymentName(r.GetName()); err != nil {
+		return nil, badField("name", "%v", err).grpcStatus()
+	}
+	d, _, err := s.c.store.updateDeployment(ctx, r.GetName(), func(cur *llmscalerv1.Deployment) (*llmscalerv1.Deployment, error) {
+		if cur == nil {
+			return nil, fmt.Errorf("deployment %q: %w", r.GetName(), errNotFound)
+		}
+		if fe := validateScale(r, cur.GetSpec()); fe != nil {
+			return nil, fe
+		}
+		next := proto.Clone(cur).(*llmscalerv1.Deployment)
+		if next.Scale == nil {
+			next.Scale = &llmscalerv1.ScaleState{}
+		}
+		if r.Replicas != nil {
+			next.Scale.ManualReplicas = proto.Uint32(r.GetReplicas())
+		}
+		if r.GetClearReplicas() {
+			next.Scale.ManualReplicas = nil
+		}
+		switch r.GetAutoscaling() {
+		case llmscalerv1.AutoscalingAction_AUTOSCALING_ACTION_PAUSE:
+			next.Scale.Paused = true
+		case llmscalerv1.AutoscalingAction_AUTOSCALING_ACTION_RESUME:
+			next.Scale.Paused = false
+		}
+		return next, nil
+	})
+	var fe *fieldError
+	if errors.As(err, &fe) {
+		return nil, fe.grpcStatus()
+	}
+	if err != nil {
+		return nil, storeError(err)
+	}
+	s.c.log.Info("deployment scaled", "deployment", r.GetName(), "generation", d.GetGeneration(),
+		"manual_replicas", d.GetScale().GetManualReplicas(), "paused", d.GetScale().GetPaused())
+	s.c.fillStatus(d)
+	return &llmscalerv1.ScaleDeploymentResponse{Deployment: d}, nil
+}
+
+func (s adminService) ListInstances(ctx context.Context, r *llmscalerv1.ListInstancesRequest) (*llmscalerv1.ListInstancesResponse, error) {
+	if r.GetDeployment() != "" {
+		if err := names.DeploymentName(r.GetDeployment()); err != nil {
+			return nil, badField("deployment", "%v", err).grpcStatus()
+		}
+	}
+	if r.GetNodeId() != "" {
+		if err := names.NodeID(r.GetNodeId()); err != nil {
+			return nil, badField("node_id", "%v", err).grpcStatus()
+		}
+	}
+	t, err := s.leaderTerm()
+	if err != nil {
+		return nil, err
+	}
+	return &llmscalerv1.ListInstancesResponse{Instances: t.fleet.instances(r.GetDeployment(), r.GetNodeId())}, nil
+}
+
+func (s adminService) ListDecisions(context.Context, *llmscalerv1.ListDecisionsRequest) (*llmscalerv1.ListDecisionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "ListDecisions needs the autoscaling engine and its decision journal (engine issue); not built yet")
+}
+
+func (s adminService) WatchEvents(r *llmscalerv1.WatchEventsRequest, stream llmscalerv1.AdminService_WatchEventsServer) error {
+	t, err := s.leaderTerm()
+	if err != nil {
+		return err
+	}
+	sub, cancel := s.c.events.subscribe(r)
+	defer cancel()
+	ctx := stream.Context()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.ctx.Done():
+			return status.Error(codes.Unavailable, "this controller stopped leading; watch again")
+		case <-sub.overflow:
+			return status.Errorf(codes.ResourceExhausted, "watcher fell %d events behind; watch again", eventQueue)
+		case e := <-sub.ch:
+			if err := stream.Send(&llmscalerv1.WatchEventsResponse{Event: e}); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (s adminService) GetClusterStatus(ctx context.Context, _ *llmscalerv1.GetClusterStatusRequest) (*llmscalerv1.GetClusterStatusResponse, error) {
+	c := s.c
+	v := c.currentView()
+	resp := &llmscalerv1.GetClusterStatusResponse{
+		Leader:      v.leader,
+		Epoch:       v.epoch,
+		AnsweredBy:  c.info,
+		Controllers: v.candidates,
+	}
+	mctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	members, err := c.store.cli.MemberList(mctx)
+	if err != nil {
+		return nil, storeError(err)
+	}
+	var etcdLeader uint64
+	if st, err := c.store.cli.Status(mctx, c.store.cli.Endpoints()[0]); err == nil {
+		etcdLeader = st.Leader
+	}
+	for _, m := range members.Members {
+		resp.EtcdMembers = append(resp.EtcdMembers, &llmscalerv1.EtcdMember{
+			Name: m.Name, Id: fmt.Sprintf("%x", m.ID), ClientUrls: m.ClientURLs, IsLeader: m.ID == etcdLeader,
+		})
+	}
+	cnt, err := c.store.cli.Get(mctx, c.store.deploymentsPrefix(), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return nil, storeError(err)
+	}
+	resp.Deployments = uint32(cnt.Count)
+	if t := c.currentTerm(); t != nil {
+		fc := t.fleet.counts()
+		resp.NodesConnected = fc.byState[llmscalerv1.NodeState_NODE_STATE_CONNECTED]
+		resp.NodesDisconnected = fc.byState[llmscalerv1.NodeState_NODE_STATE_DISCONNECTED]
+		resp.NodesLost = fc.byState[llmscalerv1.NodeState_NODE_STATE_LOST]
+		resp.Gpus = fc.gpus
+		resp.Instances = fc.instances
+		resp.LeaderSince = timestamppb.New(t.since)
+	}
+	return resp, nil
+}

@@ -1,0 +1,322 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	llmscalerv1 "github.com/llmscaler/llmscaler/proto/llmscaler/v1"
+)
+
+// rawAgent speaks the agent protocol by hand, so tests can send what a real agent never would.
+type rawAgent struct {
+	stream llmscalerv1.AgentService_ConnectClient
+	cancel context.CancelFunc
+}
+
+func hello(node, run string, gpus int) *llmscalerv1.ConnectRequest {
+	h := &llmscalerv1.Hello{NodeId: node, RunId: run, AgentVersion: "test", GpuBackend: "fake", Labels: map[string]string{"zone": "a"}}
+	for i := range gpus {
+		h.Gpus = append(h.Gpus, &llmscalerv1.Gpu{Index: uint32(i), Uuid: fmt.Sprintf("GPU-fake-%s-%d", node, i), Name: "Fake GPU", MemoryTotalMib: 81920})
+	}
+	return &llmscalerv1.ConnectRequest{Msg: &llmscalerv1.ConnectRequest_Hello{Hello: h}}
+}
+
+func connect(t *testing.T, addr string, first *llmscalerv1.ConnectRequest) (*rawAgent, *llmscalerv1.Welcome, error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	s, err := llmscalerv1.NewAgentServiceClient(dial(t, addr)).Connect(ctx)
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	if err := s.Send(first); err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	m, err := s.Recv()
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	if m.GetWelcome() == nil {
+		cancel()
+		return nil, nil, fmt.Errorf("first reply %v is not a welcome", m)
+	}
+	return &rawAgent{stream: s, cancel: cancel}, m.GetWelcome(), nil
+}
+
+func nodeState(t *testing.T, cli llmscalerv1.AdminServiceClient, id string) llmscalerv1.NodeState {
+	t.Helper()
+	resp, err := cli.GetNode(ctxT(t), &llmscalerv1.GetNodeRequest{NodeId: id})
+	if err != nil {
+		return llmscalerv1.NodeState_NODE_STATE_UNSPECIFIED
+	}
+	return resp.GetNode().GetState()
+}
+
+func TestAgentStreamLifecycle(t *testing.T) {
+	r := startController(t, testConfig(startEtcd(t)))
+	waitLeader(t, r)
+	cli := admin(t, r)
+	ctx := ctxT(t)
+	events, err := cli.WatchEvents(ctx, &llmscalerv1.WatchEventsRequest{NodeId: "n1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	a, w, err := connect(t, r.GRPCAddr(), hello("n1", "run-1", 8))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.GetEpoch() <= 0 || w.GetControllerId() != r.ID() || w.GetReportInterval().AsDuration() != 100*time.Millisecond {
+		t.Fatalf("welcome %v", w)
+	}
+	util := 42.0
+	err = a.stream.Send(&llmscalerv1.ConnectRequest{Msg: &llmscalerv1.ConnectRequest_Report{Report: &llmscalerv1.Report{
+		Seq: 1, Time: timestamppb.Now(),
+		Gpus: []*llmscalerv1.GpuSample{{Index: 0, Uuid: "GPU-fake-n1-0", UtilizationPercent: &util}},
+		Instances: []*llmscalerv1.InstanceStatus{{InstanceId: "i-1", Deployment: "llama-8b", Phase: llmscalerv1.InstancePhase_INSTANCE_PHASE_READY}},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var node *llmscalerv1.GetNodeResponse
+	waitFor(t, 5*time.Second, "the report to show", func() bool {
+		node, err = cli.GetNode(ctx, &llmscalerv1.GetNodeRequest{NodeId: "n1"})
+		return err == nil && len(node.GetNode().GetGpuSamples()) == 1
+	})
+	n := node.GetNode()
+	if n.GetState() != llmscalerv1.NodeState_NODE_STATE_CONNECTED || len(n.GetGpus()) != 8 || n.GetGpuSamples()[0].GetUtilizationPercent() != 42 || n.GetLabels()["zone"] != "a" {
+		t.Fatalf("node %v", n)
+	}
+	if len(node.GetInstances()) != 1 || node.GetInstances()[0].GetInstanceId() != "i-1" {
+		t.Fatalf("instances %v", node.GetInstances())
+	}
+	inst, err := cli.ListInstances(ctx, &llmscalerv1.ListInstancesRequest{Deployment: "llama-8b"})
+	if err != nil || len(inst.GetInstances()) != 1 || inst.GetInstances()[0].GetNodeId() != "n1" {
+		t.Fatalf("ListInstances: %v %v", inst, err)
+	}
+	cs, err := cli.GetClusterStatus(ctx, &llmscalerv1.GetClusterStatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cs.GetNodesConnected() != 1 || cs.GetGpus() != 8 || cs.GetInstances() != 1 || cs.GetLeader().GetId() != r.ID() || cs.GetEpoch() != w.GetEpoch() || len(cs.GetEtcdMembers()) != 1 {
+		t.Fatalf("cluster status %v", cs)
+	}
+
+	// The agent goes away: the node is disconnected at once and lost after the grace period.
+	a.cancel()
+	waitFor(t, 5*time.Second, "node lost", func() bool { return nodeState(t, cli, "n1") == llmscalerv1.NodeState_NODE_STATE_LOST })
+
+	want := []llmscalerv1.EventType{
+		llmscalerv1.EventType_EVENT_TYPE_NODE_CONNECTED,
+		llmscalerv1.EventType_EVENT_TYPE_INSTANCE_PHASE,
+		llmscalerv1.EventType_EVENT_TYPE_NODE_DISCONNECTED,
+		llmscalerv1.EventType_EVENT_TYPE_NODE_LOST,
+	}
+	for _, typ := range want {
+		e, err := events.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.GetEvent().GetType() != typ || e.GetEvent().GetNodeId() != "n1" || e.GetEvent().GetMessage() == "" {
+			t.Fatalf("event %v, want %v", e.GetEvent(), typ)
+		}
+	}
+
+	// A lost node is stored as lost: the next leader starts from that.
+	rec, err := r.store.node(ctx, "n1")
+	if err != nil || rec.GetState() != llmscalerv1.NodeState_NODE_STATE_LOST || len(rec.GetGpus()) != 8 {
+		t.Fatalf("stored node %v %v", rec, err)
+	}
+}
+
+func TestAgentStreamRefusals(t *testing.T) {
+	r := startController(t, testConfig(startEtcd(t)))
+	waitLeader(t, r)
+
+	t.Run("first message not a hello", func(t *testing.T) {
+		_, _, err := connect(t, r.GRPCAddr(), &llmscalerv1.ConnectRequest{Msg: &llmscalerv1.ConnectRequest_Report{Report: &llmscalerv1.Report{Seq: 1}}})
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "first message must be a hello") {
+			t.Fatalf("got %v", err)
+		}
+	})
+	t.Run("bad node id", func(t *testing.T) {
+		_, _, err := connect(t, r.GRPCAddr(), hello("bad node", "r", 1))
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "hello.node_id") {
+			t.Fatalf("got %v", err)
+		}
+	})
+	t.Run("node id held by another process", func(t *testing.T) {
+		if _, _, err := connect(t, r.GRPCAddr(), hello("n2", "run-a", 1)); err != nil {
+			t.Fatal(err)
+		}
+		_, _, err := connect(t, r.GRPCAddr(), hello("n2", "run-b", 1))
+		if status.Code(err) != codes.AlreadyExists || !strings.Contains(err.Error(), `node "n2" is held by another agent process`) {
+			t.Fatalf("got %v", err)
+		}
+	})
+	t.Run("same process reconnecting replaces its stream", func(t *testing.T) {
+		old, _, err := connect(t, r.GRPCAddr(), hello("n3", "run-a", 1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := connect(t, r.GRPCAddr(), hello("n3", "run-a", 1)); err != nil {
+			t.Fatalf("reconnect refused: %v", err)
+		}
+		for {
+			_, err := old.stream.Recv()
+			if err == nil {
+				continue // a heartbeat sent before the replacement
+			}
+			if status.Code(err) != codes.Aborted {
+				t.Fatalf("old stream ended with %v, want Aborted", err)
+			}
+			break
+		}
+		if got := nodeState(t, admin(t, r), "n3"); got != llmscalerv1.NodeState_NODE_STATE_CONNECTED {
+			t.Fatalf("node state %v after replacement, want connected", got)
+		}
+	})
+	t.Run("silent agent is cut off", func(t *testing.T) {
+		a, _, err := connect(t, r.GRPCAddr(), hello("n4", "run-a", 1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			_, err := a.stream.Recv()
+			if err == nil {
+				continue
+			}
+			if status.Code(err) != codes.DeadlineExceeded || !strings.Contains(err.Error(), "agent silent") {
+				t.Fatalf("silent agent's stream ended with %v", err)
+			}
+			break
+		}
+	})
+}
+
+func TestCommandsReachTheAgent(t *testing.T) {
+	r := startController(t, testConfig(startEtcd(t)))
+	waitLeader(t, r)
+	a, w, err := connect(t, r.GRPCAddr(), hello("n1", "run-1", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := &llmscalerv1.Command{CommandId: "c1", Epoch: w.GetEpoch(), Action: &llmscalerv1.Command_StartInstance{StartInstance: &llmscalerv1.StartInstance{InstanceId: "i1", Profile: "p"}}}
+	if err := r.currentTerm().fleet.send("n1", cmd); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		m, err := a.stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.GetCommand() != nil {
+			if !proto.Equal(m.GetCommand(), cmd) {
+				t.Fatalf("got %v, want %v", m.GetCommand(), cmd)
+			}
+			break
+		}
+	}
+	if err := r.currentTerm().fleet.send("ghost", cmd); !errors.Is(err, errNoStream) {
+		t.Fatalf("send to unknown node: %v", err)
+	}
+}
+
+func TestFollowerRedirectsAndForwards(t *testing.T) {
+	ep := startEtcd(t)
+	a := startController(t, testConfig(ep))
+	waitLeader(t, a)
+	b := startController(t, testConfig(ep))
+	waitFor(t, 10*time.Second, "b to see a lead", func() bool { return b.currentView().leader.GetId() == a.ID() })
+	if b.IsLeader() {
+		t.Fatal("two leaders")
+	}
+
+	// An agent that reaches the follower is told where the leader is.
+	_, _, err := connect(t, b.GRPCAddr(), hello("n1", "run-1", 2))
+	st := status.Convert(err)
+	if st.Code() != codes.FailedPrecondition {
+		t.Fatalf("follower answered %v, want FailedPrecondition", err)
+	}
+	var info *errdetails.ErrorInfo
+	for _, d := range st.Details() {
+		if e, ok := d.(*errdetails.ErrorInfo); ok {
+			info = e
+		}
+	}
+	if info.GetReason() != "NOT_LEADER" || info.GetMetadata()["leader_address"] != a.GRPCAddr() || info.GetMetadata()["leader_id"] != a.ID() {
+		t.Fatalf("ErrorInfo %v", info)
+	}
+
+	// The agent goes to the leader; the follower answers admin reads from the leader's view.
+	if _, _, err := connect(t, a.GRPCAddr(), hello("n1", "run-1", 2)); err != nil {
+		t.Fatal(err)
+	}
+	nodes, err := admin(t, b).ListNodes(ctxT(t), &llmscalerv1.ListNodesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(nodes.GetNodes()) != 1 || nodes.GetNodes()[0].GetNodeId() != "n1" {
+		t.Fatalf("follower's ListNodes: %v", nodes)
+	}
+	cs, err := admin(t, b).GetClusterStatus(ctxT(t), &llmscalerv1.GetClusterStatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cs.GetAnsweredBy().GetId() != a.ID() || len(cs.GetControllers()) != 2 {
+		t.Fatalf("cluster status via follower: %v", cs)
+	}
+}
+
+func TestLeaderStopHandsOverAndFencesOldWrites(t *testing.T) {
+	ep := startEtcd(t)
+	a := startController(t, testConfig(ep))
+	waitLeader(t, a)
+	b := startController(t, testConfig(ep))
+	waitFor(t, 10*time.Second, "b to see a lead", func() bool { return b.currentView().leader.GetId() == a.ID() })
+	oldTerm := a.currentTerm()
+	oldFence := oldTerm.fence
+
+	ra, _, err := connect(t, a.GRPCAddr(), hello("n1", "run-1", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.stop(t)
+	// The old leader's stream is closed as its term ends.
+	for {
+		if _, err := ra.stream.Recv(); err != nil {
+			if errors.Is(err, io.EOF) {
+				t.Fatal("stream ended without an error")
+			}
+			break
+		}
+	}
+	waitLeader(t, b)
+	if b.currentTerm().epoch <= oldTerm.epoch {
+		t.Fatalf("new epoch %d not above old %d", b.currentTerm().epoch, oldTerm.epoch)
+	}
+	// A write under the old leader's fence fails now.
+	oldFence.cli = b.store.cli // a's client is closed with a
+	err = b.store.putNode(ctxT(t), oldFence, &llmscalerv1.Node{NodeId: "n1"})
+	if !errors.Is(err, errFenced) {
+		t.Fatalf("write under the old fence: %v, want errFenced", err)
+	}
+	// The node is known to the new leader from the stored record, disconnected until it returns.
+	if got := nodeState(t, admin(t, b), "n1"); got != llmscalerv1.NodeState_NODE_STATE_DISCONNECTED && got != llmscalerv1.NodeState_NODE_STATE_LOST {
+		t.Fatalf("node state on the new leader %v", got)
+	}
+}

@@ -1,0 +1,341 @@
+package controller
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	llmscalerv1 "github.com/llmscaler/llmscaler/proto/llmscaler/v1"
+)
+
+// outboxSize bounds the commands queued for one agent stream.
+const outboxSize = 256
+
+var (
+	// errNodeConnected refuses a second agent process that claims a connected node id.
+	errNodeConnected = errors.New("node id already connected")
+	// errNoStream is returned when a command is sent to a node without a live stream.
+	errNoStream = errors.New("node has no live stream")
+	// errOutboxFull is returned when an agent does not take its commands fast enough.
+	errOutboxFull = errors.New("agent command queue full")
+)
+
+// fleet is the leader's live view of its agents: what they run and how their GPUs are. It is
+// built anew in every leadership term from the stored node records and the agents' streams.
+type fleet struct {
+	mu      sync.Mutex
+	nodes   map[string]*nodeEntry
+	cordons map[string]cordon
+	now     func() time.Time
+	grace   time.Duration
+	publish func(*llmscalerv1.Event)
+}
+
+type nodeEntry struct {
+	node      *llmscalerv1.Node
+	instances map[string]*llmscalerv1.InstanceStatus
+	conn      *agentConn
+}
+
+// agentConn is the leader's handle on one agent stream. Only that stream's loop sends on the
+// stream; others hand it commands through outbox.
+type agentConn struct {
+	nodeID string
+	runID  string
+	outbox chan *llmscalerv1.Command
+	// replaced is closed when a newer stream of the same agent process takes over.
+	replaced chan struct{}
+}
+
+func newFleet(now func() time.Time, grace time.Duration, publish func(*llmscalerv1.Event)) *fleet {
+	return &fleet{nodes: map[string]*nodeEntry{}, cordons: map[string]cordon{}, now: now, grace: grace, publish: publish}
+}
+
+// load seeds the fleet with stored node records at the start of a term. Nodes recorded as
+// connected count as disconnected from now on until their agent comes back.
+func (f *fleet) load(nodes []*llmscalerv1.Node, cordons map[string]cordon) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := timestamppb.New(f.now())
+	f.cordons = cordons
+	for _, n := range nodes {
+		n = proto.Clone(n).(*llmscalerv1.Node)
+		if n.GetState() != llmscalerv1.NodeState_NODE_STATE_LOST {
+			n.State = llmscalerv1.NodeState_NODE_STATE_DISCONNECTED
+			n.DisconnectedAt = now
+		}
+		if c, ok := cordons[n.GetNodeId()]; ok {
+			n.Cordoned, n.CordonReason = true, c.Reason
+		}
+		f.nodes[n.GetNodeId()] = &nodeEntry{node: n, instances: map[string]*llmscalerv1.InstanceStatus{}}
+	}
+}
+
+// attach registers an agent stream after its hello. A stream from the same agent process
+// (same run id) replaces the old one; another process claiming a connected node is refused.
+// It returns the node as it should be stored.
+func (f *fleet) attach(h *llmscalerv1.Hello, addr string) (*agentConn, *llmscalerv1.Node, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	id := h.GetNodeId()
+	e := f.nodes[id]
+	if e != nil && e.conn != nil {
+		if e.conn.runID != h.GetRunId() {
+			return nil, nil, fmt.Errorf("%w: node %q is held by another agent process from %s since %s",
+				errNodeConnected, id, e.node.GetAddress(), e.node.GetConnectedAt().AsTime().Format(time.RFC3339))
+		}
+		close(e.conn.replaced)
+	}
+	if e == nil {
+		e = &nodeEntry{node: &llmscalerv1.Node{NodeId: id}}
+		f.nodes[id] = e
+		if c, ok := f.cordons[id]; ok {
+			e.node.Cordoned, e.node.CordonReason = true, c.Reason
+		}
+	}
+	now := timestamppb.New(f.now())
+	n := e.node
+	n.Labels = h.GetLabels()
+	n.AgentVersion = h.GetAgentVersion()
+	n.GpuBackend = h.GetGpuBackend()
+	n.Gpus = h.GetGpus()
+	n.Profiles = h.GetProfiles()
+	n.State = llmscalerv1.NodeState_NODE_STATE_CONNECTED
+	n.Address = addr
+	n.ConnectedAt = now
+	n.LastSeen = now
+	n.DisconnectedAt = nil
+	e.instances = map[string]*llmscalerv1.InstanceStatus{}
+	for _, in := range h.GetInstances() {
+		e.instances[in.GetInstanceId()] = in
+	}
+	n.InstanceCount = uint32(len(e.instances))
+	e.conn = &agentConn{nodeID: id, runID: h.GetRunId(), outbox: make(chan *llmscalerv1.Command, outboxSize), replaced: make(chan struct{})}
+	f.publish(&llmscalerv1.Event{Time: now, Type: llmscalerv1.EventType_EVENT_TYPE_NODE_CONNECTED, NodeId: id,
+		Message: fmt.Sprintf("node %s connected from %s with %d GPUs (%s)", id, addr, len(n.GetGpus()), n.GetGpuBackend())})
+	return e.conn, proto.Clone(n).(*llmscalerv1.Node), nil
+}
+
+// detach ends a stream. It reports false when a newer stream of the agent already took over.
+func (f *fleet) detach(c *agentConn, reason error) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e := f.nodes[c.nodeID]
+	if e == nil || e.conn != c {
+		return false
+	}
+	e.conn = nil
+	now := f.now()
+	e.node.State = llmscalerv1.NodeState_NODE_STATE_DISCONNECTED
+	e.node.DisconnectedAt = timestamppb.New(now)
+	msg := fmt.Sprintf("node %s disconnected", c.nodeID)
+	if reason != nil {
+		msg += ": " + reason.Error()
+	}
+	f.publish(&llmscalerv1.Event{Time: timestamppb.New(now), Type: llmscalerv1.EventType_EVENT_TYPE_NODE_DISCONNECTED, NodeId: c.nodeID, Message: msg})
+	return true
+}
+
+// report applies an agent's report to the node.
+func (f *fleet) report(nodeID string, r *llmscalerv1.Report) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e := f.nodes[nodeID]
+	if e == nil {
+		return
+	}
+	now := timestamppb.New(f.now())
+	e.node.LastSeen = now
+	if r.GetBuffered() {
+		// A report made while the agent had no stream is history: it must not replace the
+		// live samples that a fresher report already gave.
+		return
+	}
+	e.node.GpuSamples = r.GetGpus()
+	seen := make(map[string]bool, len(r.GetInstances()))
+	for _, in := range r.GetInstances() {
+		seen[in.GetInstanceId()] = true
+		old := e.instances[in.GetInstanceId()]
+		if old == nil || old.GetPhase() != in.GetPhase() {
+			f.publish(&llmscalerv1.Event{Time: now, Type: llmscalerv1.EventType_EVENT_TYPE_INSTANCE_PHASE, NodeId: nodeID,
+				Deployment: in.GetDeployment(), InstanceId: in.GetInstanceId(), Phase: in.GetPhase(),
+				Message: fmt.Sprintf("instance %s of %s on %s is %s", in.GetInstanceId(), in.GetDeployment(), nodeID, phaseName(in.GetPhase()))})
+		}
+		e.instances[in.GetInstanceId()] = in
+	}
+	for id := range e.instances {
+		if !seen[id] {
+			delete(e.instances, id)
+		}
+	}
+	e.node.InstanceCount = uint32(len(e.instances))
+}
+
+// touch records that the agent was heard from.
+func (f *fleet) touch(nodeID string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if e := f.nodes[nodeID]; e != nil {
+		e.node.LastSeen = timestamppb.New(f.now())
+	}
+}
+
+// expire marks nodes lost whose stream has been gone longer than the grace period, and
+// returns them for storing.
+func (f *fleet) expire() []*llmscalerv1.Node {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := f.now()
+	var lost []*llmscalerv1.Node
+	for id, e := range f.nodes {
+		n := e.node
+		if n.GetState() != llmscalerv1.NodeState_NODE_STATE_DISCONNECTED || now.Sub(n.GetDisconnectedAt().AsTime()) < f.grace {
+			continue
+		}
+		n.State = llmscalerv1.NodeState_NODE_STATE_LOST
+		e.instances = map[string]*llmscalerv1.InstanceStatus{}
+		n.InstanceCount = 0
+		n.GpuSamples = nil
+		f.publish(&llmscalerv1.Event{Time: timestamppb.New(now), Type: llmscalerv1.EventType_EVENT_TYPE_NODE_LOST, NodeId: id,
+			Message: fmt.Sprintf("node %s lost: no stream for %s", id, now.Sub(n.GetDisconnectedAt().AsTime()).Round(time.Second))})
+		lost = append(lost, proto.Clone(n).(*llmscalerv1.Node))
+	}
+	return lost
+}
+
+// setCordon applies a cordon change seen in etcd.
+func (f *fleet) setCordon(nodeID string, c *cordon) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c == nil {
+		delete(f.cordons, nodeID)
+	} else {
+		f.cordons[nodeID] = *c
+	}
+	e := f.nodes[nodeID]
+	if e == nil {
+		return
+	}
+	was := e.node.GetCordoned()
+	if c == nil {
+		e.node.Cordoned, e.node.CordonReason = false, ""
+	} else {
+		e.node.Cordoned, e.node.CordonReason = true, c.Reason
+	}
+	if was == e.node.GetCordoned() {
+		return
+	}
+	ev := &llmscalerv1.Event{Time: timestamppb.New(f.now()), NodeId: nodeID}
+	if c == nil {
+		ev.Type, ev.Message = llmscalerv1.EventType_EVENT_TYPE_NODE_UNCORDONED, fmt.Sprintf("node %s uncordoned", nodeID)
+	} else {
+		ev.Type, ev.Message = llmscalerv1.EventType_EVENT_TYPE_NODE_CORDONED, fmt.Sprintf("node %s cordoned: %s", nodeID, c.Reason)
+	}
+	f.publish(ev)
+}
+
+// send hands a command to a node's stream loop.
+func (f *fleet) send(nodeID string, cmd *llmscalerv1.Command) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e := f.nodes[nodeID]
+	if e == nil || e.conn == nil {
+		return fmt.Errorf("send to %s: %w", nodeID, errNoStream)
+	}
+	select {
+	case e.conn.outbox <- cmd:
+		return nil
+	default:
+		return fmt.Errorf("send to %s: %w", nodeID, errOutboxFull)
+	}
+}
+
+// listNodes returns copies of all nodes, ordered by id.
+func (f *fleet) listNodes() []*llmscalerv1.Node {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]*llmscalerv1.Node, 0, len(f.nodes))
+	for _, e := range f.nodes {
+		out = append(out, proto.Clone(e.node).(*llmscalerv1.Node))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].GetNodeId() < out[j].GetNodeId() })
+	return out
+}
+
+// getNode returns a copy of one node and its instances.
+func (f *fleet) getNode(id string) (*llmscalerv1.Node, []*llmscalerv1.InstanceStatus, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e := f.nodes[id]
+	if e == nil {
+		return nil, nil, false
+	}
+	return proto.Clone(e.node).(*llmscalerv1.Node), sortedInstances(e.instances), true
+}
+
+// instances returns the instances that pass the filter, ordered by node and instance id.
+func (f *fleet) instances(deployment, nodeID string) []*llmscalerv1.Instance {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []*llmscalerv1.Instance
+	for id, e := range f.nodes {
+		if nodeID != "" && id != nodeID {
+			continue
+		}
+		for _, in := range sortedInstances(e.instances) {
+			if deployment == "" || in.GetDeployment() == deployment {
+				out = append(out, &llmscalerv1.Instance{NodeId: id, Status: in})
+			}
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].GetNodeId() < out[j].GetNodeId() })
+	return out
+}
+
+// counts summarises the fleet for GetClusterStatus and metrics.
+type fleetCounts struct {
+	byState   map[llmscalerv1.NodeState]uint32
+	gpus      uint32
+	instances uint32
+	streams   uint32
+}
+
+func (f *fleet) counts() fleetCounts {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := fleetCounts{byState: map[llmscalerv1.NodeState]uint32{}}
+	for _, e := range f.nodes {
+		c.byState[e.node.GetState()]++
+		if e.node.GetState() == llmscalerv1.NodeState_NODE_STATE_CONNECTED {
+			c.gpus += uint32(len(e.node.GetGpus()))
+		}
+		c.instances += uint32(len(e.instances))
+		if e.conn != nil {
+			c.streams++
+		}
+	}
+	return c
+}
+
+func sortedInstances(m map[string]*llmscalerv1.InstanceStatus) []*llmscalerv1.InstanceStatus {
+	out := make([]*llmscalerv1.InstanceStatus, 0, len(m))
+	for _, in := range m {
+		out = append(out, proto.Clone(in).(*llmscalerv1.InstanceStatus))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].GetInstanceId() < out[j].GetInstanceId() })
+	return out
+}
+
+func phaseName(p llmscalerv1.InstancePhase) string {
+	s := p.String()
+	const pfx = "INSTANCE_PHASE_"
+	if len(s) > len(pfx) {
+		return s[len(pfx):]
+	}
+	return s
+}

@@ -1,0 +1,79 @@
+package controller
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	llmscalerv1 "github.com/llmscaler/llmscaler/proto/llmscaler/v1"
+)
+
+// metrics are the controller's Prometheus metrics, on a registry of its own so that several
+// controllers can run in one test process.
+type metrics struct {
+	reg           *prometheus.Registry
+	isLeader      prometheus.Gauge
+	epoch         prometheus.Gauge
+	leaderChanges prometheus.Counter
+	streams       prometheus.Gauge
+	messages      *prometheus.CounterVec
+	commandsSent  prometheus.Counter
+	forwarded     prometheus.Counter
+}
+
+func newMetrics(c *Controller) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		isLeader: prometheus.NewGauge(prometheus.GaugeOpts{Name: "llmscaler_controller_is_leader",
+			Help: "1 while this controller leads."}),
+		epoch: prometheus.NewGauge(prometheus.GaugeOpts{Name: "llmscaler_controller_leader_epoch",
+			Help: "Epoch of this controller's last term as leader."}),
+		leaderChanges: prometheus.NewCounter(prometheus.CounterOpts{Name: "llmscaler_controller_terms_total",
+			Help: "Leadership terms this controller has won."}),
+		streams: prometheus.NewGauge(prometheus.GaugeOpts{Name: "llmscaler_controller_agent_streams",
+			Help: "Agent streams this controller serves."}),
+		messages: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llmscaler_controller_agent_messages_total",
+			Help: "Messages received from agents, by type."}, []string{"type"}),
+		commandsSent: prometheus.NewCounter(prometheus.CounterOpts{Name: "llmscaler_controller_commands_sent_total",
+			Help: "Commands sent to agents."}),
+		forwarded: prometheus.NewCounter(prometheus.CounterOpts{Name: "llmscaler_controller_admin_forwarded_total",
+			Help: "Admin calls this follower forwarded to the leader."}),
+	}
+	m.reg.MustRegister(m.isLeader, m.epoch, m.leaderChanges, m.streams, m.messages, m.commandsSent, m.forwarded,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		nodeCollector{c})
+	return m
+}
+
+// nodeCollector reports the leader's fleet at scrape time.
+type nodeCollector struct{ c *Controller }
+
+var (
+	nodesDesc = prometheus.NewDesc("llmscaler_controller_nodes", "Nodes known to the leader, by state.", []string{"state"}, nil)
+	gpusDesc  = prometheus.NewDesc("llmscaler_controller_gpus", "GPUs on connected nodes.", nil, nil)
+)
+
+func (n nodeCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- nodesDesc
+	ch <- gpusDesc
+}
+
+func (n nodeCollector) Collect(ch chan<- prometheus.Metric) {
+	t := n.c.currentTerm()
+	if t == nil {
+		return
+	}
+	fc := t.fleet.counts()
+	for _, s := range []llmscalerv1.NodeState{llmscalerv1.NodeState_NODE_STATE_CONNECTED, llmscalerv1.NodeState_NODE_STATE_DISCONNECTED, llmscalerv1.NodeState_NODE_STATE_LOST} {
+		ch <- prometheus.MustNewConstMetric(nodesDesc, prometheus.GaugeValue, float64(fc.byState[s]), stateName(s))
+	}
+	ch <- prometheus.MustNewConstMetric(gpusDesc, prometheus.GaugeValue, float64(fc.gpus))
+}
+
+func stateName(s llmscalerv1.NodeState) string {
+	const pfx = "NODE_STATE_"
+	str := s.String()
+	if len(str) > len(pfx) {
+		return str[len(pfx):]
+	}
+	return str
+}
