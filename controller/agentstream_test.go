@@ -86,7 +86,7 @@ func TestAgentStreamLifecycle(t *testing.T) {
 	util := 42.0
 	err = a.stream.Send(&llmscalerv1.ConnectRequest{Msg: &llmscalerv1.ConnectRequest_Report{Report: &llmscalerv1.Report{
 		Seq: 1, Time: timestamppb.Now(),
-		Gpus: []*llmscalerv1.GpuSample{{Index: 0, Uuid: "GPU-fake-n1-0", UtilizationPercent: &util}},
+		Gpus:      []*llmscalerv1.GpuSample{{Index: 0, Uuid: "GPU-fake-n1-0", UtilizationPercent: &util}},
 		Instances: []*llmscalerv1.InstanceStatus{{InstanceId: "i-1", Deployment: "llama-8b", Phase: llmscalerv1.InstancePhase_INSTANCE_PHASE_READY}},
 	}}})
 	if err != nil {

@@ -38,13 +38,13 @@ type store struct {
 	now    func() time.Time
 }
 
-func (s *store) electionPrefix() string         { return s.prefix + "/election" }
+func (s *store) electionPrefix() string           { return s.prefix + "/election" }
 func (s *store) deploymentKey(name string) string { return s.prefix + "/deployments/" + name }
-func (s *store) deploymentsPrefix() string       { return s.prefix + "/deployments/" }
-func (s *store) nodeKey(id string) string        { return s.prefix + "/nodes/" + id }
-func (s *store) nodesPrefix() string             { return s.prefix + "/nodes/" }
-func (s *store) cordonKey(id string) string      { return s.prefix + "/cordons/" + id }
-func (s *store) cordonsPrefix() string           { return s.prefix + "/cordons/" }
+func (s *store) deploymentsPrefix() string        { return s.prefix + "/deployments/" }
+func (s *store) nodeKey(id string) string         { return s.prefix + "/nodes/" + id }
+func (s *store) nodesPrefix() string              { return s.prefix + "/nodes/" }
+func (s *store) cordonKey(id string) string       { return s.prefix + "/cordons/" + id }
+func (s *store) cordonsPrefix() string            { return s.prefix + "/cordons/" }
 
 // fence makes leader writes conditional on the leader's election key still having the
 // creation revision it had when it won: a deposed leader's writes fail instead of landing.
