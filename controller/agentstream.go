@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/llmscaler/llmscaler/internal/names"
+	"github.com/llmscaler/llmscaler/internal/transport"
 	llmscalerv1 "github.com/llmscaler/llmscaler/proto/llmscaler/v1"
 )
 
@@ -210,22 +211,7 @@ func (c *Controller) serveAgent(stream llmscalerv1.AgentService_ConnectServer, t
 		return err
 	}
 
-	recv := make(chan *llmscalerv1.ConnectRequest)
-	recvErr := make(chan error, 1)
-	go func() {
-		for {
-			m, err := stream.Recv()
-			if err != nil {
-				recvErr <- err
-				return
-			}
-			select {
-			case recv <- m:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
+	recv, recvErr, _ := transport.Receive(ctx, stream.Recv)
 
 	hb := time.NewTicker(c.cfg.HeartbeatInterval)
 	defer hb.Stop()

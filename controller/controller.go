@@ -238,6 +238,7 @@ func New(cfg Config, log hclog.Logger) (*Controller, error) {
 	}
 	c.metrics = newMetrics(c)
 	c.health.SetServingStatus(llmscalerv1.AgentService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
+	c.health.SetServingStatus(llmscalerv1.AdminService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	return c, nil
 }
 
@@ -412,7 +413,7 @@ func (c *Controller) openEtcd(ctx context.Context) (*clientv3.Client, func(), er
 	if !ok {
 		cli.Close()
 		closeFn()
-		return nil, nil, fmt.Errorf("etcd unreachable within %v: %w", c.cfg.EtcdDialTimeout, errors.Join(errs...))
+		return nil, nil, fmt.Errorf("etcd unreachable within %v (check --etcd-endpoints and that etcd runs): %w", c.cfg.EtcdDialTimeout, errors.Join(errs...))
 	}
 	return cli, func() {
 		cli.Close()

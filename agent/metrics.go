@@ -1,0 +1,116 @@
+package agent
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	llmscalerv1 "github.com/llmscaler/llmscaler/proto/llmscaler/v1"
+)
+
+// metrics are one agent's Prometheus metrics. They live in a registry of the agent's own, not
+// the global one, so that one test process can run several agents.
+type metrics struct {
+	registry *prometheus.Registry
+
+	connected      prometheus.Gauge
+	reportsSent    prometheus.Counter
+	reportsDropped prometheus.Counter
+	reconnects     prometheus.Counter
+	commands       *prometheus.CounterVec
+
+	gpuUtilization *prometheus.GaugeVec
+	gpuMemoryUsed  *prometheus.GaugeVec
+	gpuTemperature *prometheus.GaugeVec
+	gpuPower       *prometheus.GaugeVec
+}
+
+func newMetrics() *metrics {
+	gpuLabels := []string{"gpu_index", "gpu_uuid"}
+	m := &metrics{
+		registry: prometheus.NewRegistry(),
+		connected: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "llmscaler_agent_connected",
+			Help: "1 while the agent has a welcomed stream to the leader, else 0.",
+		}),
+		reportsSent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "llmscaler_agent_reports_sent_total",
+			Help: "Reports sent to a controller.",
+		}),
+		reportsDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "llmscaler_agent_reports_dropped_total",
+			Help: "Reports dropped unsent because the report buffer was full.",
+		}),
+		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "llmscaler_agent_reconnects_total",
+			Help: "Attempts to open a stream after the first, redirects included.",
+		}),
+		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "llmscaler_agent_commands_total",
+			Help: "Commands answered, by result.",
+		}, []string{"result"}),
+		gpuUtilization: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "llmscaler_agent_gpu_utilization_percent",
+			Help: "Share of time a kernel ran on the GPU over the last sample period.",
+		}, gpuLabels),
+		gpuMemoryUsed: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "llmscaler_agent_gpu_memory_used_mib",
+			Help: "GPU memory in use, MiB.",
+		}, gpuLabels),
+		gpuTemperature: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "llmscaler_agent_gpu_temperature_celsius",
+			Help: "GPU temperature.",
+		}, gpuLabels),
+		gpuPower: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "llmscaler_agent_gpu_power_watts",
+			Help: "GPU power draw.",
+		}, gpuLabels),
+	}
+	m.registry.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.connected, m.reportsSent, m.reportsDropped, m.reconnects, m.commands,
+		m.gpuUtilization, m.gpuMemoryUsed, m.gpuTemperature, m.gpuPower,
+	)
+	return m
+}
+
+// observeGPUs sets the GPU gauges from one sample. A value the backend could not read keeps
+// its last reading rather than dropping to zero, which would look like an idle GPU.
+func (m *metrics) observeGPUs(samples []*llmscalerv1.GpuSample) {
+	for _, s := range samples {
+		l := prometheus.Labels{"gpu_index": strconv.FormatUint(uint64(s.GetIndex()), 10), "gpu_uuid": s.GetUuid()}
+		if s.UtilizationPercent != nil {
+			m.gpuUtilization.With(l).Set(s.GetUtilizationPercent())
+		}
+		if s.MemoryUsedMib != nil {
+			m.gpuMemoryUsed.With(l).Set(float64(s.GetMemoryUsedMib()))
+		}
+		if s.TemperatureCelsius != nil {
+			m.gpuTemperature.With(l).Set(s.GetTemperatureCelsius())
+		}
+		if s.PowerWatts != nil {
+			m.gpuPower.With(l).Set(s.GetPowerWatts())
+		}
+	}
+}
+
+// commandAnswered counts an ack under a short label: "rejected" reads better in a query than
+// "COMMAND_RESULT_REJECTED".
+func (m *metrics) commandAnswered(r llmscalerv1.CommandResult) {
+	m.commands.WithLabelValues(strings.ToLower(strings.TrimPrefix(r.String(), "COMMAND_RESULT_"))).Inc()
+}
+
+func (a *Agent) httpHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.registry, promhttp.HandlerOpts{}))
+	return mux
+}

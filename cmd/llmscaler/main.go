@@ -1,0 +1,44 @@
+// Command llmscaler is the llmscaler tool: `llmscaler demo` runs a controller and fake-GPU
+// agents in one process and shows the fleet. Later issues add sim, load and fakeserver.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/llmscaler/llmscaler/internal/buildinfo"
+	"github.com/llmscaler/llmscaler/internal/cli"
+)
+
+const usage = `usage: llmscaler <command> [flags]
+
+commands:
+  demo      run a controller (embedded etcd) and fake-GPU agents in one process and show the fleet
+  version   print the version
+
+Run 'llmscaler <command> -h' for a command's flags.
+`
+
+func main() { cli.Main("llmscaler", run) }
+
+func run(ctx context.Context, args []string) error {
+	if len(args) < 1 {
+		fmt.Fprint(os.Stderr, usage)
+		return errors.New("no command given")
+	}
+	switch args[0] {
+	case "demo":
+		return runDemo(ctx, args[1:], os.Stdout)
+	case "version", "--version", "-version":
+		fmt.Println(buildinfo.Version())
+		return nil
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+		return nil
+	default:
+		fmt.Fprint(os.Stderr, usage)
+		return fmt.Errorf("unknown command %q", args[0])
+	}
+}
