@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -116,7 +117,7 @@ func TestFailoverAfterKill9(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer etcd.Close()
+	t.Cleanup(etcd.Close) // after the controllers are killed (cleanups run last-in first-out)
 
 	addrs := map[string]string{"c1": freePort(t), "c2": freePort(t)}
 	procs := map[string]*proc{}
@@ -181,5 +182,64 @@ func TestFailoverAfterKill9(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(procs[other].log); !strings.Contains(string(b), "elected leader") {
 		t.Errorf("the new leader's log does not say it was elected")
+	}
+}
+
+// TestSigtermHandsOver stops the leader with SIGTERM: it resigns, so the other controller
+// leads at once instead of after the lease expires, and the stopped one exits cleanly.
+func TestSigtermHandsOver(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	etcd, err := embedetcd.Start(embedetcd.Config{Dir: t.TempDir(), ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(etcd.Close) // after the controllers are killed (cleanups run last-in first-out)
+	addrs := map[string]string{"c1": freePort(t), "c2": freePort(t)}
+	procs := map[string]*proc{}
+	for _, id := range []string{"c1", "c2"} {
+		procs[id] = start(t, id, bin(t, "llmscaler-controller"), "--id", id, "--session-ttl", "10s",
+			"--etcd-endpoints", etcd.Endpoint(), "--grpc-addr", addrs[id], "--http-addr", "-")
+	}
+	var st llmscalerv1.GetClusterStatusResponse
+	eventually(t, 20*time.Second, "a leader", func() error {
+		if err := call(t, addrs["c1"], "GetClusterStatus", "", &st); err != nil {
+			return err
+		}
+		if st.GetLeader().GetId() == "" || len(st.GetControllers()) != 2 {
+			return fmt.Errorf("status %v", &st)
+		}
+		return nil
+	})
+	leader := st.GetLeader().GetId()
+	other := map[string]string{"c1": "c2", "c2": "c1"}[leader]
+
+	killedAt := time.Now()
+	if err := procs[leader].cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	took := eventually(t, 8*time.Second, "the other controller leads", func() error {
+		var st llmscalerv1.GetClusterStatusResponse
+		if err := call(t, addrs[other], "GetClusterStatus", "", &st); err != nil {
+			return err
+		}
+		if st.GetLeader().GetId() != other {
+			return fmt.Errorf("leader %s", st.GetLeader().GetId())
+		}
+		return nil
+	})
+	t.Logf("HANDOVER: SIGTERM of leader %s -> %s leads after %v (session TTL 10s: the resign, not the lease, handed over)", leader, other, took.Round(time.Millisecond))
+	select {
+	case <-procs[leader].done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the stopped controller did not exit")
+	}
+	t.Logf("stopped controller exited after %v", time.Since(killedAt))
+	if code := procs[leader].cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("stopped controller exited %d, want 0", code)
+	}
+	if took > 5*time.Second {
+		t.Errorf("handover took %v: longer than a resign should", took)
 	}
 }
