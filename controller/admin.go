@@ -83,7 +83,7 @@ func (s adminService) setCordon(ctx context.Context, id string, c *cordon) (*llm
 	}
 	n.Cordoned = c != nil
 	if c != nil {
-		n.CordonReason = c.Reason
+		n.CordonReason, n.Draining = c.Reason, c.Drain
 	}
 	return n, nil
 }
@@ -113,8 +113,13 @@ func (s adminService) UncordonNode(ctx context.Context, r *llmscalerv1.UncordonN
 	return &llmscalerv1.UncordonNodeResponse{Node: n}, nil
 }
 
-func (s adminService) DrainNode(context.Context, *llmscalerv1.DrainNodeRequest) (*llmscalerv1.DrainNodeResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "DrainNode moves instances, which needs the reconciler of the agent issue; not built yet (CordonNode stops new placements today)")
+func (s adminService) DrainNode(ctx context.Context, r *llmscalerv1.DrainNodeRequest) (*llmscalerv1.DrainNodeResponse, error) {
+	n, err := s.setCordon(ctx, r.GetNodeId(), &cordon{Reason: "draining: instances move elsewhere", Since: s.c.now().UTC(), Drain: true})
+	if err != nil {
+		return nil, err
+	}
+	s.c.log.Info("node draining", "node_id", r.GetNodeId())
+	return &llmscalerv1.DrainNodeResponse{Node: n}, nil
 }
 
 func (s adminService) ApplyDeployment(ctx context.Context, r *llmscalerv1.ApplyDeploymentRequest) (*llmscalerv1.ApplyDeploymentResponse, error) {
@@ -174,7 +179,7 @@ func (c *Controller) fillStatus(d *llmscalerv1.Deployment) {
 	if t == nil {
 		return
 	}
-	st := &llmscalerv1.DeploymentStatus{DesiredReplicas: desiredReplicas(d), Replicas: map[string]uint32{}}
+	st := &llmscalerv1.DeploymentStatus{DesiredReplicas: desiredReplicas(d), Replicas: map[string]uint32{}, Message: t.reconciler.status(d.GetSpec().GetName())}
 	for _, in := range t.fleet.instances(d.GetSpec().GetName(), "") {
 		st.Replicas[phaseName(in.GetStatus().GetPhase())]++
 	}

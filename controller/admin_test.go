@@ -153,8 +153,8 @@ func TestUnbuiltMethodsSayUnimplemented(t *testing.T) {
 	waitLeader(t, r)
 	cli := admin(t, r)
 	ctx := ctxT(t)
-	if _, err := cli.DrainNode(ctx, &llmscalerv1.DrainNodeRequest{NodeId: "n1"}); status.Code(err) != codes.Unimplemented {
-		t.Fatalf("DrainNode: %v, want Unimplemented", err)
+	if _, err := cli.DrainNode(ctx, &llmscalerv1.DrainNodeRequest{NodeId: "never-seen"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("DrainNode of an unknown node: %v, want NotFound", err)
 	}
 	if _, err := cli.ListDecisions(ctx, &llmscalerv1.ListDecisionsRequest{Deployment: "x"}); status.Code(err) != codes.Unimplemented {
 		t.Fatalf("ListDecisions: %v, want Unimplemented", err)

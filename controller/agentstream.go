@@ -278,6 +278,7 @@ func (c *Controller) handleAgentMessage(t *term, nodeID string, m *llmscalerv1.C
 		c.metrics.messages.WithLabelValues("ack").Inc()
 		a := msg.Ack
 		t.fleet.touch(nodeID)
+		t.reconciler.ack(nodeID, a)
 		if a.GetResult() == llmscalerv1.CommandResult_COMMAND_RESULT_ACCEPTED || a.GetResult() == llmscalerv1.CommandResult_COMMAND_RESULT_DUPLICATE {
 			log.Info("command acknowledged", "command_id", a.GetCommandId(), "result", a.GetResult().String())
 		} else {

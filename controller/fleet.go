@@ -70,7 +70,7 @@ func (f *fleet) load(nodes []*llmscalerv1.Node, cordons map[string]cordon) {
 			n.DisconnectedAt = now
 		}
 		if c, ok := cordons[n.GetNodeId()]; ok {
-			n.Cordoned, n.CordonReason = true, c.Reason
+			n.Cordoned, n.CordonReason, n.Draining = true, c.Reason, c.Drain
 		}
 		f.nodes[n.GetNodeId()] = &nodeEntry{node: n, instances: map[string]*llmscalerv1.InstanceStatus{}}
 	}
@@ -95,7 +95,7 @@ func (f *fleet) attach(h *llmscalerv1.Hello, addr string) (*agentConn, *llmscale
 		e = &nodeEntry{node: &llmscalerv1.Node{NodeId: id}}
 		f.nodes[id] = e
 		if c, ok := f.cordons[id]; ok {
-			e.node.Cordoned, e.node.CordonReason = true, c.Reason
+			e.node.Cordoned, e.node.CordonReason, e.node.Draining = true, c.Reason, c.Drain
 		}
 	}
 	now := timestamppb.New(f.now())
@@ -221,13 +221,13 @@ func (f *fleet) setCordon(nodeID string, c *cordon) {
 	if e == nil {
 		return
 	}
-	was := e.node.GetCordoned()
+	was, wasDraining := e.node.GetCordoned(), e.node.GetDraining()
 	if c == nil {
-		e.node.Cordoned, e.node.CordonReason = false, ""
+		e.node.Cordoned, e.node.CordonReason, e.node.Draining = false, "", false
 	} else {
-		e.node.Cordoned, e.node.CordonReason = true, c.Reason
+		e.node.Cordoned, e.node.CordonReason, e.node.Draining = true, c.Reason, c.Drain
 	}
-	if was == e.node.GetCordoned() {
+	if was == e.node.GetCordoned() && wasDraining == e.node.GetDraining() {
 		return
 	}
 	ev := &llmscalerv1.Event{Time: timestamppb.New(f.now()), NodeId: nodeID}
@@ -235,6 +235,9 @@ func (f *fleet) setCordon(nodeID string, c *cordon) {
 		ev.Type, ev.Message = llmscalerv1.EventType_EVENT_TYPE_NODE_UNCORDONED, fmt.Sprintf("node %s uncordoned", nodeID)
 	} else {
 		ev.Type, ev.Message = llmscalerv1.EventType_EVENT_TYPE_NODE_CORDONED, fmt.Sprintf("node %s cordoned: %s", nodeID, c.Reason)
+		if c.Drain {
+			ev.Message = fmt.Sprintf("node %s cordoned and draining: %s", nodeID, c.Reason)
+		}
 	}
 	f.publish(ev)
 }
@@ -338,4 +341,16 @@ func phaseName(p llmscalerv1.InstancePhase) string {
 		return s[len(pfx):]
 	}
 	return s
+}
+
+// snapshot copies every node and its instances for one reconcile pass.
+func (f *fleet) snapshot() []nodeSnapshot {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]nodeSnapshot, 0, len(f.nodes))
+	for _, e := range f.nodes {
+		out = append(out, nodeSnapshot{node: proto.Clone(e.node).(*llmscalerv1.Node), instances: sortedInstances(e.instances)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].node.GetNodeId() < out[j].node.GetNodeId() })
+	return out
 }

@@ -11,6 +11,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	llmscalerv1 "github.com/llmscaler/llmscaler/proto/llmscaler/v1"
@@ -19,12 +20,13 @@ import (
 // term is one leadership term: everything the leader does runs under its ctx, which ends
 // when the etcd session is lost, so a deposed leader stops at once.
 type term struct {
-	ctx   context.Context
-	epoch int64
-	fence fence
-	fleet *fleet
-	since time.Time
-	log   hclog.Logger
+	ctx        context.Context
+	epoch      int64
+	fence      fence
+	fleet      *fleet
+	reconciler *reconciler
+	since      time.Time
+	log        hclog.Logger
 }
 
 // lead does the leader's work for one term and returns when ctx ends or a fenced write fails.
@@ -34,10 +36,15 @@ func (c *Controller) lead(ctx context.Context, key string, epoch int64, log hclo
 		ctx:   gctx,
 		epoch: epoch,
 		fence: fence{cli: c.store.cli, key: key, rev: epoch},
-		fleet: newFleet(c.now, c.cfg.NodeGrace, c.events.publish),
 		since: c.now(),
 		log:   log,
 	}
+	t.reconciler = newReconciler(c, t)
+	// Every fleet event (a node came or went, an instance changed phase) is worth a pass.
+	t.fleet = newFleet(c.now, c.cfg.NodeGrace, func(e *llmscalerv1.Event) {
+		c.events.publish(e)
+		t.reconciler.poke()
+	})
 	nodes, err := c.store.nodes(gctx)
 	if err != nil {
 		return err
@@ -47,10 +54,11 @@ func (c *Controller) lead(ctx context.Context, key string, epoch int64, log hclo
 		return err
 	}
 	t.fleet.load(nodes, cordons)
-	deployRev, err := c.deploymentRevision(gctx)
+	deps, deployRev, err := c.store.listDeploymentsAt(gctx)
 	if err != nil {
 		return err
 	}
+	t.reconciler.setDeployments(deps)
 
 	c.setTerm(t)
 	defer c.setTerm(nil)
@@ -60,7 +68,8 @@ func (c *Controller) lead(ctx context.Context, key string, epoch int64, log hclo
 
 	g.Go(func() error { return c.expireNodes(gctx, t) })
 	g.Go(func() error { return c.watchCordons(gctx, t, cordonRev) })
-	g.Go(func() error { return c.watchDeployments(gctx, deployRev) })
+	g.Go(func() error { return c.watchDeployments(gctx, t, deployRev) })
+	g.Go(func() error { return t.reconciler.run(gctx) })
 	err = g.Wait()
 	if ctx.Err() != nil && !errors.Is(err, errFenced) {
 		return nil
@@ -142,17 +151,9 @@ func (c *Controller) watchCordons(ctx context.Context, t *term, rev int64) error
 	return errors.New("cordon watch closed")
 }
 
-func (c *Controller) deploymentRevision(ctx context.Context) (int64, error) {
-	resp, err := c.store.cli.Get(ctx, c.store.deploymentsPrefix(), clientv3.WithPrefix(), clientv3.WithCountOnly())
-	if err != nil {
-		return 0, fmt.Errorf("read deployments: %w", err)
-	}
-	return resp.Header.Revision, nil
-}
-
 // watchDeployments turns changes to desired state into events. The reconciler of the agent
 // issue hangs off this watch too.
-func (c *Controller) watchDeployments(ctx context.Context, rev int64) error {
+func (c *Controller) watchDeployments(ctx context.Context, t *term, rev int64) error {
 	pfx := c.store.deploymentsPrefix()
 	for resp := range c.store.cli.Watch(clientv3.WithRequireLeader(ctx), pfx, clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithPrevKV()) {
 		if err := resp.Err(); err != nil {
@@ -163,8 +164,15 @@ func (c *Controller) watchDeployments(ctx context.Context, rev int64) error {
 			e := &llmscalerv1.Event{Time: timestamppb.New(c.now()), Deployment: name}
 			if ev.Type == clientv3.EventTypeDelete {
 				e.Type, e.Message = llmscalerv1.EventType_EVENT_TYPE_DEPLOYMENT_DELETED, fmt.Sprintf("deployment %s deleted", name)
+				t.reconciler.deleteDeployment(name)
 			} else {
 				e.Type, e.Message = llmscalerv1.EventType_EVENT_TYPE_DEPLOYMENT_APPLIED, describeDeploymentChange(name, ev.Kv.Value, ev.PrevKv)
+				d := &llmscalerv1.Deployment{}
+				if err := proto.Unmarshal(ev.Kv.Value, d); err != nil {
+					t.log.Warn("undecodable deployment", "deployment", name, "error", err)
+				} else {
+					t.reconciler.putDeployment(d)
+				}
 			}
 			c.events.publish(e)
 		}

@@ -86,19 +86,25 @@ func (s *store) getDeployment(ctx context.Context, name string) (*llmscalerv1.De
 
 // listDeployments reads all deployments, ordered by name.
 func (s *store) listDeployments(ctx context.Context) ([]*llmscalerv1.Deployment, error) {
+	ds, _, err := s.listDeploymentsAt(ctx)
+	return ds, err
+}
+
+// listDeploymentsAt reads all deployments and the revision they were read at, to watch from.
+func (s *store) listDeploymentsAt(ctx context.Context) ([]*llmscalerv1.Deployment, int64, error) {
 	resp, err := s.cli.Get(ctx, s.deploymentsPrefix(), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
 	if err != nil {
-		return nil, fmt.Errorf("list deployments: %w", err)
+		return nil, 0, fmt.Errorf("list deployments: %w", err)
 	}
 	out := make([]*llmscalerv1.Deployment, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
 		d := &llmscalerv1.Deployment{}
 		if err := proto.Unmarshal(kv.Value, d); err != nil {
-			return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
+			return nil, 0, fmt.Errorf("decode %s: %w", kv.Key, err)
 		}
 		out = append(out, d)
 	}
-	return out, nil
+	return out, resp.Header.Revision, nil
 }
 
 // updateDeployment applies fn to the stored deployment (nil when there is none) and writes
@@ -160,6 +166,8 @@ func (s *store) deleteDeployment(ctx context.Context, name string) error {
 type cordon struct {
 	Reason string    `json:"reason"`
 	Since  time.Time `json:"since"`
+	// Drain moves the node's instances elsewhere as well.
+	Drain bool `json:"drain,omitempty"`
 }
 
 func (s *store) setCordon(ctx context.Context, nodeID string, c *cordon) error {
@@ -235,7 +243,7 @@ func (s *store) putNode(ctx context.Context, f fence, n *llmscalerv1.Node) error
 	rec.GpuSamples = nil
 	rec.LastSeen = nil
 	rec.InstanceCount = 0
-	rec.Cordoned, rec.CordonReason = false, ""
+	rec.Cordoned, rec.CordonReason, rec.Draining = false, "", false
 	val, err := proto.Marshal(rec)
 	if err != nil {
 		return fmt.Errorf("encode node %s: %w", n.GetNodeId(), err)

@@ -1,6 +1,6 @@
 // Package gpu is the agent's view of the GPUs on its host. The agent owns this narrow
 // interface so that the stream, the reports and the tests never depend on a driver library:
-// NVML plugs in behind it later, and a host without GPUs or a laptop demo uses the fake.
+// NVML reads real NVIDIA GPUs behind it, and a host without GPUs or a laptop demo uses the fake.
 package gpu
 
 import (

@@ -50,8 +50,8 @@ type AdminServiceClient interface {
 	CordonNode(ctx context.Context, in *CordonNodeRequest, opts ...grpc.CallOption) (*CordonNodeResponse, error)
 	// UncordonNode lets instances be placed on a node again.
 	UncordonNode(ctx context.Context, in *UncordonNodeRequest, opts ...grpc.CallOption) (*UncordonNodeResponse, error)
-	// DrainNode cordons a node and moves its instances elsewhere, start before stop.
-	// Unimplemented until the reconciler lands (agent issue).
+	// DrainNode cordons a node and moves its instances elsewhere, start before stop: an
+	// instance on the node is stopped once a replacement elsewhere is READY.
 	DrainNode(ctx context.Context, in *DrainNodeRequest, opts ...grpc.CallOption) (*DrainNodeResponse, error)
 	// ApplyDeployment creates a deployment or replaces its spec; its manual scale state is kept.
 	ApplyDeployment(ctx context.Context, in *ApplyDeploymentRequest, opts ...grpc.CallOption) (*ApplyDeploymentResponse, error)
@@ -246,8 +246,8 @@ type AdminServiceServer interface {
 	CordonNode(context.Context, *CordonNodeRequest) (*CordonNodeResponse, error)
 	// UncordonNode lets instances be placed on a node again.
 	UncordonNode(context.Context, *UncordonNodeRequest) (*UncordonNodeResponse, error)
-	// DrainNode cordons a node and moves its instances elsewhere, start before stop.
-	// Unimplemented until the reconciler lands (agent issue).
+	// DrainNode cordons a node and moves its instances elsewhere, start before stop: an
+	// instance on the node is stopped once a replacement elsewhere is READY.
 	DrainNode(context.Context, *DrainNodeRequest) (*DrainNodeResponse, error)
 	// ApplyDeployment creates a deployment or replaces its spec; its manual scale state is kept.
 	ApplyDeployment(context.Context, *ApplyDeploymentRequest) (*ApplyDeploymentResponse, error)

@@ -724,6 +724,8 @@ type Node struct {
 	GpuSamples []*GpuSample `protobuf:"bytes,14,rep,name=gpu_samples,json=gpuSamples,proto3" json:"gpu_samples,omitempty"`
 	// instance_count is the number of instances the agent reported.
 	InstanceCount uint32 `protobuf:"varint,15,opt,name=instance_count,json=instanceCount,proto3" json:"instance_count,omitempty"`
+	// draining is true after DrainNode: the node is cordoned and its instances move elsewhere.
+	Draining      bool `protobuf:"varint,16,opt,name=draining,proto3" json:"draining,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -861,6 +863,13 @@ func (x *Node) GetInstanceCount() uint32 {
 		return x.InstanceCount
 	}
 	return 0
+}
+
+func (x *Node) GetDraining() bool {
+	if x != nil {
+		return x.Draining
+	}
+	return false
 }
 
 // ThresholdPolicy is the seed notebook's fixed-threshold rule; the engine issue adds its settings.
@@ -1542,7 +1551,7 @@ const file_llmscaler_v1_fleet_proto_rawDesc = "" +
 	"\texit_code\x18\v \x01(\x05R\bexitCode\x12\x18\n" +
 	"\amessage\x18\f \x01(\tR\amessage\x124\n" +
 	"\ametrics\x18\r \x01(\v2\x1a.llmscaler.v1.QueueMetricsR\ametrics\x12\x1a\n" +
-	"\brestarts\x18\x0e \x01(\rR\brestarts\"\xc3\x05\n" +
+	"\brestarts\x18\x0e \x01(\rR\brestarts\"\xdf\x05\n" +
 	"\x04Node\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x126\n" +
 	"\x06labels\x18\x02 \x03(\v2\x1e.llmscaler.v1.Node.LabelsEntryR\x06labels\x12#\n" +
@@ -1561,7 +1570,8 @@ const file_llmscaler_v1_fleet_proto_rawDesc = "" +
 	"\x0fdisconnected_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\x0edisconnectedAt\x128\n" +
 	"\vgpu_samples\x18\x0e \x03(\v2\x17.llmscaler.v1.GpuSampleR\n" +
 	"gpuSamples\x12%\n" +
-	"\x0einstance_count\x18\x0f \x01(\rR\rinstanceCount\x1a9\n" +
+	"\x0einstance_count\x18\x0f \x01(\rR\rinstanceCount\x12\x1a\n" +
+	"\bdraining\x18\x10 \x01(\bR\bdraining\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x11\n" +

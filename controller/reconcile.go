@@ -1,0 +1,319 @@
+package controller
+
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/llmscaler/llmscaler/internal/placement"
+	llmscalerv1 "github.com/llmscaler/llmscaler/proto/llmscaler/v1"
+)
+
+const (
+	// pendingTimeout is how long a start command may go unreported before it is given up
+	// and the replica placed again.
+	pendingTimeout = 30 * time.Second
+	// stopResend is how long after a stop command an instance that is still live is sent
+	// another.
+	stopResend = 30 * time.Second
+	// failureWindow and avoidAfter: a node where a deployment's instances failed avoidAfter
+	// times within failureWindow gets its replacements only when no other node fits.
+	failureWindow = 10 * time.Minute
+	avoidAfter    = 2
+)
+
+// nodeSnapshot is one node as the reconciler sees it in one pass.
+type nodeSnapshot struct {
+	node      *llmscalerv1.Node
+	instances []*llmscalerv1.InstanceStatus
+}
+
+// pendingStart is a start command sent and not yet seen in the node's reports.
+type pendingStart struct {
+	commandID  string
+	instanceID string
+	deployment string
+	nodeID     string
+	gpus       []uint32
+	sentAt     time.Time
+}
+
+// reconcileState is what the reconciler remembers between passes.
+type reconcileState struct {
+	pending  map[string]*pendingStart          // by instance id
+	stopSent map[string]time.Time              // by instance id
+	failures map[string]map[string][]time.Time // deployment -> node -> failure times
+	seenFail map[string]bool                   // instance ids already counted as failures
+}
+
+func newReconcileState() *reconcileState {
+	return &reconcileState{
+		pending:  map[string]*pendingStart{},
+		stopSent: map[string]time.Time{},
+		failures: map[string]map[string][]time.Time{},
+		seenFail: map[string]bool{},
+	}
+}
+
+func (s *reconcileState) recordFailure(deployment, node string, at time.Time) {
+	if s.failures[deployment] == nil {
+		s.failures[deployment] = map[string][]time.Time{}
+	}
+	s.failures[deployment][node] = append(s.failures[deployment][node], at)
+}
+
+func (s *reconcileState) avoid(deployment, node string, now time.Time) bool {
+	n := 0
+	for _, t := range s.failures[deployment][node] {
+		if now.Sub(t) < failureWindow {
+			n++
+		}
+	}
+	return n >= avoidAfter
+}
+
+// startAction and stopAction are the commands one pass decides to send.
+type startAction struct {
+	nodeID string
+	start  *llmscalerv1.StartInstance
+}
+
+type stopAction struct {
+	nodeID     string
+	instanceID string
+	deployment string
+	reason     string
+}
+
+// placed is one instance with the node it runs on.
+type placed struct {
+	nodeID string
+	in     *llmscalerv1.InstanceStatus
+}
+
+// plan compares desired and reported state and decides what to start and stop. It is pure:
+// it reads the fleet, the deployments and the remembered state, and returns actions and a
+// status message per deployment. The caller sends the actions and updates the state.
+func plan(now time.Time, deployments map[string]*llmscalerv1.Deployment, nodes []nodeSnapshot, st *reconcileState, newID func(deployment string) string) ([]startAction, []stopAction, map[string]string) {
+	var starts []startAction
+	var stops []stopAction
+	msgs := map[string]string{}
+
+	// Per-node placement view, shared across deployments so that two replicas placed in one
+	// pass never get the same GPU.
+	views := map[string]*placement.Node{}
+	draining := map[string]bool{}
+	byDeployment := map[string][]placed{}
+	seen := map[string]bool{}
+	order := make([]string, 0, len(nodes))
+	for _, ns := range nodes {
+		n := ns.node
+		draining[n.GetNodeId()] = n.GetDraining()
+		v := &placement.Node{
+			ID:        n.GetNodeId(),
+			Labels:    n.GetLabels(),
+			Profiles:  n.GetProfiles(),
+			Connected: n.GetState() == llmscalerv1.NodeState_NODE_STATE_CONNECTED,
+			Cordoned:  n.GetCordoned(),
+		}
+		samples := map[uint32]*llmscalerv1.GpuSample{}
+		for _, s := range n.GetGpuSamples() {
+			samples[s.GetIndex()] = s
+		}
+		for _, g := range n.GetGpus() {
+			pg := placement.GPU{Index: g.GetIndex(), MemoryTotalMiB: g.GetMemoryTotalMib(), Healthy: true}
+			if s := samples[g.GetIndex()]; s != nil {
+				pg.MemoryUsedMiB = s.MemoryUsedMib
+				if s.Healthy != nil && !s.GetHealthy() {
+					pg.Healthy = false
+				}
+			}
+			v.GPUs = append(v.GPUs, pg)
+		}
+		for _, in := range ns.instances {
+			seen[in.GetInstanceId()] = true
+			if occupiesGPUs(in.GetPhase()) {
+				markBusy(v, in.GetGpuIndices())
+			}
+			byDeployment[in.GetDeployment()] = append(byDeployment[in.GetDeployment()], placed{n.GetNodeId(), in})
+		}
+		views[n.GetNodeId()] = v
+		order = append(order, n.GetNodeId())
+	}
+	pendingBy := map[string][]*pendingStart{}
+	for _, p := range st.pending {
+		if seen[p.instanceID] || now.Sub(p.sentAt) > pendingTimeout {
+			continue // the caller drops these
+		}
+		pendingBy[p.deployment] = append(pendingBy[p.deployment], p)
+		if v := views[p.nodeID]; v != nil {
+			markBusy(v, p.gpus)
+		}
+	}
+
+	stop := func(p placed, reason string) {
+		if t, ok := st.stopSent[p.in.GetInstanceId()]; ok && now.Sub(t) < stopResend {
+			return
+		}
+		stops = append(stops, stopAction{nodeID: p.nodeID, instanceID: p.in.GetInstanceId(), deployment: p.in.GetDeployment(), reason: reason})
+	}
+
+	names := make([]string, 0, len(byDeployment)+len(deployments))
+	for name := range deployments {
+		names = append(names, name)
+	}
+	for name := range byDeployment {
+		if deployments[name] == nil {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+
+	for _, name := range names {
+		d := deployments[name]
+		var good, drained []placed
+		for _, p := range byDeployment[name] {
+			ph := p.in.GetPhase()
+			switch {
+			case ph == llmscalerv1.InstancePhase_INSTANCE_PHASE_FAILED:
+				stop(p, "failed instance cleaned up")
+			case d == nil && (ph == llmscalerv1.InstancePhase_INSTANCE_PHASE_STARTING || ph == llmscalerv1.InstancePhase_INSTANCE_PHASE_READY):
+				stop(p, "deployment deleted")
+			case ph != llmscalerv1.InstancePhase_INSTANCE_PHASE_STARTING && ph != llmscalerv1.InstancePhase_INSTANCE_PHASE_READY:
+				// draining or stopped: on its way out
+			case isStopping(st, p.in.GetInstanceId(), now):
+			case draining[p.nodeID]:
+				drained = append(drained, p)
+			default:
+				good = append(good, p)
+			}
+		}
+		if d == nil {
+			continue
+		}
+		desired := int(desiredReplicas(d))
+		spec := d.GetSpec()
+		need := desired - len(good) - len(pendingBy[name])
+		if need > 0 {
+			req := placement.Request{Profile: spec.GetProfile(), GPUs: int(spec.GetGpusPerReplica()), GPUMemoryMiB: spec.GetGpuMemoryMib(), Selector: spec.GetNodeSelector()}
+			for i := 0; i < need; i++ {
+				cands := make([]placement.Node, 0, len(order))
+				for _, id := range order {
+					v := *views[id]
+					v.Replicas = replicasOn(id, good, drained, pendingBy[name])
+					v.Avoid = st.avoid(name, id, now)
+					cands = append(cands, v)
+				}
+				ch, err := placement.Place(cands, req)
+				if err != nil {
+					msgs[name] = fmt.Sprintf("cannot place %d of %d replicas: %v", need-i, desired, err)
+					break
+				}
+				id := newID(name)
+				markBusy(views[ch.NodeID], ch.GPUs)
+				ps := &pendingStart{instanceID: id, deployment: name, nodeID: ch.NodeID, gpus: ch.GPUs, sentAt: now}
+				pendingBy[name] = append(pendingBy[name], ps)
+				starts = append(starts, startAction{nodeID: ch.NodeID, start: &llmscalerv1.StartInstance{
+					InstanceId: id, Deployment: name, Profile: spec.GetProfile(), GpuIndices: ch.GPUs,
+				}})
+			}
+		}
+		if need < 0 {
+			for _, p := range victims(good, -need) {
+				stop(p, fmt.Sprintf("scale down to %d", desired))
+			}
+		}
+		// Instances on a draining node stay while the replicas elsewhere are not READY yet:
+		// start before stop.
+		ready := 0
+		for _, p := range good {
+			if p.in.GetPhase() == llmscalerv1.InstancePhase_INSTANCE_PHASE_READY {
+				ready++
+			}
+		}
+		if keep := max(0, desired-ready); len(drained) > keep {
+			for _, p := range victims(drained, len(drained)-keep) {
+				stop(p, fmt.Sprintf("node %s draining; replacement ready", p.nodeID))
+			}
+		}
+		if waiting := min(len(drained), max(0, desired-ready)); waiting > 0 && msgs[name] == "" {
+			msgs[name] = fmt.Sprintf("%d replicas on draining nodes wait for replacements to be ready", waiting)
+		}
+	}
+	return starts, stops, msgs
+}
+
+func isStopping(st *reconcileState, id string, now time.Time) bool {
+	t, ok := st.stopSent[id]
+	return ok && now.Sub(t) < stopResend
+}
+
+func occupiesGPUs(p llmscalerv1.InstancePhase) bool {
+	switch p {
+	case llmscalerv1.InstancePhase_INSTANCE_PHASE_STARTING, llmscalerv1.InstancePhase_INSTANCE_PHASE_READY, llmscalerv1.InstancePhase_INSTANCE_PHASE_DRAINING:
+		return true
+	}
+	return false
+}
+
+func markBusy(v *placement.Node, gpus []uint32) {
+	if v == nil {
+		return
+	}
+	gs := make([]placement.GPU, len(v.GPUs))
+	copy(gs, v.GPUs)
+	for i := range gs {
+		for _, g := range gpus {
+			if gs[i].Index == g {
+				gs[i].Busy = true
+			}
+		}
+	}
+	v.GPUs = gs
+}
+
+func replicasOn(node string, good, drained []placed, pending []*pendingStart) int {
+	n := 0
+	for _, p := range good {
+		if p.nodeID == node {
+			n++
+		}
+	}
+	for _, p := range drained {
+		if p.nodeID == node {
+			n++
+		}
+	}
+	for _, p := range pending {
+		if p.nodeID == node {
+			n++
+		}
+	}
+	return n
+}
+
+// victims picks n instances to stop: STARTING ones first (they serve nothing yet), then
+// those with the fewest requests in flight, then the youngest.
+func victims(ps []placed, n int) []placed {
+	c := append([]placed(nil), ps...)
+	sort.SliceStable(c, func(i, j int) bool {
+		a, b := c[i].in, c[j].in
+		as, bs := a.GetPhase() == llmscalerv1.InstancePhase_INSTANCE_PHASE_STARTING, b.GetPhase() == llmscalerv1.InstancePhase_INSTANCE_PHASE_STARTING
+		if as != bs {
+			return as
+		}
+		af := a.GetMetrics().GetRunning() + a.GetMetrics().GetWaiting()
+		bf := b.GetMetrics().GetRunning() + b.GetMetrics().GetWaiting()
+		if af != bf {
+			return af < bf
+		}
+		if !a.GetStartedAt().AsTime().Equal(b.GetStartedAt().AsTime()) {
+			return a.GetStartedAt().AsTime().After(b.GetStartedAt().AsTime())
+		}
+		return a.GetInstanceId() < b.GetInstanceId()
+	})
+	if n > len(c) {
+		n = len(c)
+	}
+	return c[:n]
+}
