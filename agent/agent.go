@@ -18,7 +18,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/llmscaler/llmscaler/agent/catalog"
 	"github.com/llmscaler/llmscaler/agent/gpu"
+	"github.com/llmscaler/llmscaler/agent/supervisor"
 	"github.com/llmscaler/llmscaler/internal/backoff"
 	"github.com/llmscaler/llmscaler/internal/names"
 	"github.com/llmscaler/llmscaler/internal/transport"
@@ -41,8 +43,13 @@ type Config struct {
 	DataDir string
 	// HTTPAddr is where /healthz and /metrics are served; "" serves nothing.
 	HTTPAddr string
-	// GPUBackend is "fake" (simulated GPUs) or "none"; "" means "none". "nvml" is not built yet.
+	// GPUBackend is "nvml" (real GPUs), "fake" (simulated GPUs) or "none" (CPU-only
+	// servers); "" means "none".
 	GPUBackend string
+	// Catalog is the path of the catalog of model-server profiles; "" runs no servers.
+	Catalog string
+	// InstanceHost is the address model servers bind to, substituted for {host}; default 127.0.0.1.
+	InstanceHost string
 	// FakeGPUs is the number of simulated GPUs of the "fake" backend, 1 to 64.
 	FakeGPUs int
 	// ReportBuffer is the number of reports kept while no stream is up; 0 means 300 (five
@@ -118,6 +125,10 @@ type Agent struct {
 	now  func() time.Time
 	wait func(ctx context.Context, d time.Duration) error
 
+	// catalog and sup are nil for an agent started without --catalog.
+	catalog *catalog.Catalog
+	sup     *supervisor.Supervisor
+
 	mu   sync.Mutex
 	conn connState
 }
@@ -142,17 +153,34 @@ func New(cfg Config, log hclog.Logger) (*Agent, error) {
 
 	var backend gpu.Backend
 	switch cfg.GPUBackend {
+	case "nvml":
+		nv, err := gpu.NewNVML(log)
+		if err != nil {
+			return nil, fmt.Errorf("--gpu-backend nvml: %w", err)
+		}
+		backend = nv
 	case "fake":
 		backend = gpu.NewFake(cfg.NodeID, cfg.FakeGPUs)
 	case "none":
 		backend = gpu.NewNone()
 	}
+	var cat *catalog.Catalog
+	if cfg.Catalog != "" {
+		c, err := catalog.Load(cfg.Catalog)
+		if err != nil {
+			backend.Close()
+			return nil, fmt.Errorf("--catalog: %w", err)
+		}
+		cat = c
+	}
 
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		backend.Close()
 		return nil, fmt.Errorf("--data-dir: %w", err)
 	}
 	f, err := loadFence(cfg.DataDir)
 	if err != nil {
+		backend.Close()
 		return nil, err
 	}
 
@@ -178,6 +206,27 @@ func New(cfg Config, log hclog.Logger) (*Agent, error) {
 		intervals: make(chan time.Duration, 1),
 		now:       time.Now,
 		wait:      backoff.Sleep,
+		catalog:   cat,
+	}
+	if cat != nil {
+		var indices []uint32
+		for _, g := range backend.Inventory() {
+			indices = append(indices, g.GetIndex())
+		}
+		sup, err := supervisor.New(supervisor.Config{
+			DataDir:  cfg.DataDir,
+			Catalog:  cat,
+			Host:     cfg.InstanceHost,
+			GPUs:     indices,
+			Interval: cfg.ReportInterval,
+			Metrics:  newScrapers(time.Now, func() { a.metrics.scrapeErrors.Inc() }),
+		}, log)
+		if err != nil {
+			backend.Close()
+			return nil, err
+		}
+		a.sup = sup
+		a.exec = supervised{sup}
 	}
 
 	if cfg.HTTPAddr != "" {
@@ -224,9 +273,8 @@ func (cfg *Config) check() error {
 			return fmt.Errorf("--fake-gpus: %d, want 1 to %d with --gpu-backend fake", cfg.FakeGPUs, MaxFakeGPUs)
 		}
 	case "nvml":
-		return errors.New("--gpu-backend nvml: NVML support arrives with the agent's NVML issue and is not built yet; use --gpu-backend fake|none")
 	default:
-		return fmt.Errorf("--gpu-backend: %q, want fake or none", cfg.GPUBackend)
+		return fmt.Errorf("--gpu-backend: %q, want nvml, fake or none", cfg.GPUBackend)
 	}
 	switch {
 	case cfg.ReportBuffer < 0:
@@ -257,6 +305,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	}()
 
 	g, ctx := errgroup.WithContext(ctx)
+	if a.sup != nil {
+		// Stopping the agent leaves the model servers running: the next agent re-adopts them.
+		g.Go(func() error { return a.sup.Run(ctx) })
+	}
 	g.Go(func() error { return a.sample(ctx) })
 	g.Go(func() error { return a.connect(ctx) })
 	if a.httpSrv != nil {

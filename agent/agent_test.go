@@ -357,7 +357,7 @@ func TestCommands(t *testing.T) {
 		return &llmscalerv1.Command{CommandId: id, Epoch: epoch, Action: &llmscalerv1.Command_StopInstance{
 			StopInstance: &llmscalerv1.StopInstance{InstanceId: instance}}}
 	}
-	const noCatalog = `profile "vllm-llama3" is not in this agent's catalog (agent has no catalog yet)`
+	const noCatalog = `profile "vllm-llama3" is not in this agent's catalog (the agent was started without --catalog)`
 	// Steps run in order on one stream: each depends on what the ones before it left.
 	steps := []struct {
 		name    string
@@ -757,8 +757,9 @@ func TestConfigErrorsNameTheFlag(t *testing.T) {
 		{"no data dir", func(c *Config) { c.DataDir = "" }, "--data-dir:"},
 		{"no fake gpus", func(c *Config) { c.FakeGPUs = 0 }, "--fake-gpus: 0, want 1 to 64"},
 		{"too many fake gpus", func(c *Config) { c.FakeGPUs = 65 }, "--fake-gpus: 65"},
-		{"nvml", func(c *Config) { c.GPUBackend = "nvml" }, "--gpu-backend nvml: NVML support arrives with the agent"},
-		{"unknown backend", func(c *Config) { c.GPUBackend = "cuda" }, `--gpu-backend: "cuda"`},
+		{"nvml without a driver", func(c *Config) { c.GPUBackend = "nvml" }, "use --gpu-backend fake (simulated GPUs) or --gpu-backend none"},
+		{"bad catalog", func(c *Config) { c.GPUBackend, c.FakeGPUs, c.Catalog = "fake", 1, "/nonexistent/catalog.yaml" }, "--catalog:"},
+		{"unknown backend", func(c *Config) { c.GPUBackend = "cuda" }, `--gpu-backend: "cuda", want nvml, fake or none`},
 		{"negative buffer", func(c *Config) { c.ReportBuffer = -1 }, "--report-buffer:"},
 		{"busy http port", nil, "--http-addr:"},
 	}

@@ -14,16 +14,15 @@ type executor interface {
 	execute(ctx context.Context, cmd *llmscalerv1.Command) (llmscalerv1.CommandResult, string)
 }
 
-// noCatalog is the executor of an agent without a catalog, which is every agent until
-// model-server supervision arrives: it can start nothing and runs nothing to stop, and says so
-// rather than pretending to accept.
+// noCatalog is the executor of an agent started without --catalog: it can start nothing and
+// runs nothing to stop, and says so rather than pretending to accept.
 type noCatalog struct{}
 
 func (noCatalog) execute(_ context.Context, cmd *llmscalerv1.Command) (llmscalerv1.CommandResult, string) {
 	switch act := cmd.GetAction().(type) {
 	case *llmscalerv1.Command_StartInstance:
 		return llmscalerv1.CommandResult_COMMAND_RESULT_REJECTED,
-			fmt.Sprintf("profile %q is not in this agent's catalog (agent has no catalog yet)", act.StartInstance.GetProfile())
+			fmt.Sprintf("profile %q is not in this agent's catalog (the agent was started without --catalog)", act.StartInstance.GetProfile())
 	case *llmscalerv1.Command_StopInstance:
 		return llmscalerv1.CommandResult_COMMAND_RESULT_REJECTED,
 			fmt.Sprintf("no instance %q on this node", act.StopInstance.GetInstanceId())

@@ -38,7 +38,7 @@ func TestNoCatalogRejects(t *testing.T) {
 		want string
 	}{
 		{"start", &llmscalerv1.Command{Action: &llmscalerv1.Command_StartInstance{StartInstance: &llmscalerv1.StartInstance{Profile: "vllm-llama3"}}},
-			`profile "vllm-llama3" is not in this agent's catalog (agent has no catalog yet)`},
+			`profile "vllm-llama3" is not in this agent's catalog (the agent was started without --catalog)`},
 		{"stop", &llmscalerv1.Command{Action: &llmscalerv1.Command_StopInstance{StopInstance: &llmscalerv1.StopInstance{InstanceId: "i-1"}}},
 			`no instance "i-1" on this node`},
 		{"no action", &llmscalerv1.Command{}, "command has no action this agent knows"},

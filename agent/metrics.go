@@ -27,6 +27,9 @@ type metrics struct {
 	gpuMemoryUsed  *prometheus.GaugeVec
 	gpuTemperature *prometheus.GaugeVec
 	gpuPower       *prometheus.GaugeVec
+
+	instances    *prometheus.GaugeVec
+	scrapeErrors prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -69,8 +72,17 @@ func newMetrics() *metrics {
 			Name: "llmscaler_agent_gpu_power_watts",
 			Help: "GPU power draw.",
 		}, gpuLabels),
+		instances: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "llmscaler_agent_instances",
+			Help: "Model-server instances on this node, by phase.",
+		}, []string{"phase"}),
+		scrapeErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "llmscaler_agent_scrape_errors_total",
+			Help: "Failed scrapes of model servers' metrics endpoints.",
+		}),
 	}
 	m.registry.MustRegister(
+		m.instances, m.scrapeErrors,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.connected, m.reportsSent, m.reportsDropped, m.reconnects, m.commands,
@@ -113,4 +125,18 @@ func (a *Agent) httpHandler() http.Handler {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.registry, promhttp.HandlerOpts{}))
 	return mux
+}
+
+// observeInstances sets the instance gauges by phase.
+func (m *metrics) observeInstances(ins []*llmscalerv1.InstanceStatus) {
+	counts := map[llmscalerv1.InstancePhase]int{}
+	for _, in := range ins {
+		counts[in.GetPhase()]++
+	}
+	for v, name := range llmscalerv1.InstancePhase_name {
+		if v == 0 {
+			continue
+		}
+		m.instances.WithLabelValues(strings.ToLower(strings.TrimPrefix(name, "INSTANCE_PHASE_"))).Set(float64(counts[llmscalerv1.InstancePhase(v)]))
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/llmscaler/llmscaler/agent/gpu"
 	"github.com/llmscaler/llmscaler/internal/buildinfo"
 	"github.com/llmscaler/llmscaler/internal/transport"
 	llmscalerv1 "github.com/llmscaler/llmscaler/proto/llmscaler/v1"
@@ -33,10 +34,17 @@ func (a *Agent) sample(ctx context.Context) error {
 	interval := a.cfg.ReportInterval
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	var changed <-chan struct{}
+	if a.sup != nil {
+		changed = a.sup.Changed()
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-changed:
+			// An instance changed phase: tell the controller now, not at the next tick.
+			a.report(ctx)
 		case d := <-a.intervals:
 			if d != interval {
 				a.log.Debug("report interval changed", "from", interval, "to", d)
@@ -51,12 +59,43 @@ func (a *Agent) sample(ctx context.Context) error {
 
 // report samples the GPUs and queues one report for the stream.
 func (a *Agent) report(ctx context.Context) {
+	instances := a.instances()
+	if f, ok := a.gpus.(*gpu.Fake); ok {
+		f.SetLoad(fakeLoads(instances, a.profileMemory))
+	}
 	samples := a.gpus.Sample(ctx)
 	a.metrics.observeGPUs(samples)
-	r := &llmscalerv1.Report{Seq: a.seq.Add(1), Time: timestamppb.New(a.now()), Gpus: samples}
+	a.metrics.observeInstances(instances)
+	r := &llmscalerv1.Report{Seq: a.seq.Add(1), Time: timestamppb.New(a.now()), Gpus: samples, Instances: instances}
 	if a.queue.push(r, a.liveSession.Load()) {
 		a.metrics.reportsDropped.Inc()
 	}
+}
+
+// instances is what the supervisor runs now; none without a catalog.
+func (a *Agent) instances() []*llmscalerv1.InstanceStatus {
+	if a.sup == nil {
+		return nil
+	}
+	return a.sup.Instances()
+}
+
+// profiles names the catalog's profiles; none without a catalog.
+func (a *Agent) profiles() []string {
+	if a.catalog == nil {
+		return nil
+	}
+	return a.catalog.Names()
+}
+
+func (a *Agent) profileMemory(name string) uint64 {
+	if a.catalog == nil {
+		return 0
+	}
+	if p, ok := a.catalog.Profile(name); ok {
+		return p.GPUMemoryMiB
+	}
+	return 0
 }
 
 // setReportInterval hands the sampler the interval of a welcome, replacing one it has not
@@ -193,6 +232,8 @@ func (a *Agent) session(ctx context.Context, addr string) (welcomed bool, err er
 		Gpus:         a.gpus.Inventory(),
 		RunId:        a.runID,
 		LastEpoch:    a.fence.Highest(),
+		Profiles:     a.profiles(),
+		Instances:    a.instances(),
 	}
 	if err := send(&llmscalerv1.ConnectRequest{Msg: &llmscalerv1.ConnectRequest_Hello{Hello: hello}}); err != nil {
 		return false, err

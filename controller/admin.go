@@ -187,14 +187,14 @@ func (c *Controller) fillStatus(d *llmscalerv1.Deployment) {
 }
 
 // desiredReplicas is the count the controller drives a deployment towards: the count set by
-// hand if any, else the minimum (the autoscaling engine replaces the minimum), kept in bounds.
+// hand if any (kept within [1, max_replicas]), else the minimum (the autoscaling engine
+// replaces the minimum).
 func desiredReplicas(d *llmscalerv1.Deployment) uint32 {
 	sp := d.GetSpec()
-	n := sp.GetMinReplicas()
 	if m := d.GetScale().ManualReplicas; m != nil {
-		n = *m
+		return min(max(*m, 1), sp.GetMaxReplicas())
 	}
-	return min(max(n, sp.GetMinReplicas()), sp.GetMaxReplicas())
+	return sp.GetMinReplicas()
 }
 
 func (s adminService) DeleteDeployment(ctx context.Context, r *llmscalerv1.DeleteDeploymentRequest) (*llmscalerv1.DeleteDeploymentResponse, error) {

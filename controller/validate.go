@@ -120,9 +120,12 @@ func validateScale(r *llmscalerv1.ScaleDeploymentRequest, spec *llmscalerv1.Depl
 		return badField("clear_replicas", "cannot be set together with replicas")
 	}
 	if r.Replicas != nil {
+		// A count set by hand may go below min_replicas (an operator's explicit choice, say
+		// to free GPUs), but not to zero (that needs the request router) nor above
+		// max_replicas, the deployment's budget.
 		n := r.GetReplicas()
-		if n < spec.GetMinReplicas() || n > spec.GetMaxReplicas() {
-			return badField("replicas", "%d is outside the deployment's bounds [%d, %d]", n, spec.GetMinReplicas(), spec.GetMaxReplicas())
+		if n < 1 || n > spec.GetMaxReplicas() {
+			return badField("replicas", "%d is outside [1, max_replicas %d]", n, spec.GetMaxReplicas())
 		}
 	}
 	switch r.GetAutoscaling() {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
+	"sync"
 
 	"google.golang.org/protobuf/proto"
 
@@ -24,10 +25,29 @@ const (
 	fakePowerLimit      = 400
 )
 
-// Fake is a set of simulated GPUs that always read idle. It lets the whole system run on a
-// machine without GPUs: demos, tests and the controller's integration tests.
+// Fake is a set of simulated GPUs. They read idle unless the agent tells them what the
+// instances on them do (SetLoad), so that a demo's GPU gauges move with its load. It lets the
+// whole system run on a machine without GPUs: demos, tests and the controller's integration
+// tests.
 type Fake struct {
 	gpus []*llmscalerv1.Gpu
+
+	mu    sync.Mutex
+	loads map[uint32]FakeLoad
+}
+
+// FakeLoad is what a simulated GPU shows: the memory the instance on it holds, and how busy
+// it is (0-100).
+type FakeLoad struct {
+	MemoryMiB   uint64
+	Utilization float64
+}
+
+// SetLoad replaces the loads of the simulated GPUs, by index; a GPU without one reads idle.
+func (f *Fake) SetLoad(loads map[uint32]FakeLoad) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.loads = loads
 }
 
 // NewFake returns n simulated GPUs for the node nodeID. Their UUIDs derive from the node id,
@@ -60,19 +80,26 @@ func (f *Fake) Inventory() []*llmscalerv1.Gpu {
 	return out
 }
 
-// Sample reads every fake GPU as idle and healthy.
+// Sample reads every fake GPU as healthy, idle or loaded as SetLoad said. Temperature and
+// power rise with utilization, roughly as an A100's do.
 func (f *Fake) Sample(context.Context) []*llmscalerv1.GpuSample {
+	f.mu.Lock()
+	loads := f.loads
+	f.mu.Unlock()
 	out := make([]*llmscalerv1.GpuSample, len(f.gpus))
 	for i, g := range f.gpus {
+		l := loads[g.Index]
+		util := min(max(l.Utilization, 0), 100)
+		mem := min(l.MemoryMiB, g.MemoryTotalMib)
 		out[i] = &llmscalerv1.GpuSample{
 			Index:                    g.Index,
 			Uuid:                     g.Uuid,
-			UtilizationPercent:       proto.Float64(0),
-			MemoryUtilizationPercent: proto.Float64(0),
-			MemoryUsedMib:            proto.Uint64(0),
+			UtilizationPercent:       proto.Float64(util),
+			MemoryUtilizationPercent: proto.Float64(util / 2),
+			MemoryUsedMib:            proto.Uint64(mem),
 			MemoryTotalMib:           proto.Uint64(g.MemoryTotalMib),
-			TemperatureCelsius:       proto.Float64(fakeIdleTemperature),
-			PowerWatts:               proto.Float64(fakeIdlePower),
+			TemperatureCelsius:       proto.Float64(fakeIdleTemperature + 0.4*util),
+			PowerWatts:               proto.Float64(fakeIdlePower + (fakePowerLimit-fakeIdlePower)*util/100),
 			PowerLimitWatts:          proto.Float64(fakePowerLimit),
 			Healthy:                  proto.Bool(true),
 		}

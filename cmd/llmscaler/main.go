@@ -16,6 +16,7 @@ const usage = `usage: llmscaler <command> [flags]
 
 commands:
   demo      run a controller (embedded etcd) and fake-GPU agents in one process and show the fleet
+  fakeserver serve a simulated OpenAI-compatible LLM server with vLLM metrics (no GPU needed)
   version   print the version
 
 Run 'llmscaler <command> -h' for a command's flags.
@@ -31,6 +32,8 @@ func run(ctx context.Context, args []string) error {
 	switch args[0] {
 	case "demo":
 		return runDemo(ctx, args[1:], os.Stdout)
+	case "fakeserver":
+		return runFakeserver(ctx, args[1:], os.Stdout)
 	case "version", "--version", "-version":
 		fmt.Println(buildinfo.Version())
 		return nil

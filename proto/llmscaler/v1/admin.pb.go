@@ -943,7 +943,8 @@ func (*DeleteDeploymentResponse) Descriptor() ([]byte, []int) {
 type ScaleDeploymentRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// replicas, when set, holds the deployment at this count; it must lie within min and max.
+	// replicas, when set, holds the deployment at this count, from 1 to max_replicas: it may go
+	// below min_replicas, an operator's explicit choice.
 	Replicas *uint32 `protobuf:"varint,2,opt,name=replicas,proto3,oneof" json:"replicas,omitempty"`
 	// clear_replicas drops a count set before, handing the count back to the policy.
 	ClearReplicas bool              `protobuf:"varint,3,opt,name=clear_replicas,json=clearReplicas,proto3" json:"clear_replicas,omitempty"`

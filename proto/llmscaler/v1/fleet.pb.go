@@ -1201,7 +1201,7 @@ func (x *DeploymentSpec) GetPolicy() *Policy {
 // ScaleState is what ScaleDeployment set by hand.
 type ScaleState struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// manual_replicas, when set, holds the deployment at this count (within min and max).
+	// manual_replicas, when set, holds the deployment at this count (1 to max_replicas).
 	ManualReplicas *uint32 `protobuf:"varint,1,opt,name=manual_replicas,json=manualReplicas,proto3,oneof" json:"manual_replicas,omitempty"`
 	// paused stops the autoscaler from changing the replica count.
 	Paused        bool `protobuf:"varint,2,opt,name=paused,proto3" json:"paused,omitempty"`

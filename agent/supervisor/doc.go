@@ -1,0 +1,46 @@
+// Package supervisor starts, watches, drains and stops the model-server processes of one
+// agent, built from the profiles of the agent's local catalog, and carries them over an agent
+// restart.
+//
+// # Processes
+//
+// Each instance is one OS process in its own process group, so that a stop reaches the
+// workers a server forks and a Ctrl-C to the agent's terminal does not reach the servers.
+// Its stdout and stderr go straight to <DataDir>/logs/<instance_id>.log, opened with
+// O_APPEND: no pipe joins a server to the agent, so a server outlives an agent that dies and
+// is never killed by SIGPIPE. When a log passes Config.LogMaxBytes it is copied to
+// <instance_id>.log.1 and truncated; the server's O_APPEND writes carry on at the start.
+//
+// # Life of an instance
+//
+// An instance is STARTING until its health path answers 2xx, then READY. One that does not
+// become healthy within the profile's startup_timeout is stopped and ends FAILED. One that
+// exits when nobody stopped it is restarted after a backoff (1 s, doubling, capped at 60 s,
+// on the watch loop's clock) up to the profile's max_restarts times, then FAILED with its
+// exit code and the last lines of its log. While it waits for a restart it is STARTING with
+// no process, and keeps its GPUs.
+//
+// Stop makes an instance DRAINING (no longer routable), waits until a scrape taken after the
+// drain began shows no running or waiting requests, or until the drain timeout passes, then
+// sends the profile's stop_signal to the process group and SIGKILL after stop_grace. It is
+// STOPPED once the whole group is gone. An instance stopped while STARTING, or on an agent
+// without a MetricsSource, is not drained.
+//
+// STOPPED instances are reported for StoppedRetention after they end and FAILED ones for
+// FailedRetention, unless they are stopped first, then forgotten.
+//
+// # Agent restarts
+//
+// Every change is written to <DataDir>/instances.json (temp file, fsync, rename). New reads
+// it and re-adopts each live instance whose process still runs: the pid must exist and its
+// start time (field 22 of /proc/<pid>/stat) must be the one recorded, so that a reused pid is
+// never taken for a server. An adopted process is not the agent's child, so its exit code
+// cannot be known: when it disappears it counts as an unexpected exit with exit code -1. A
+// recorded instance whose process is gone is handled as an unexpected exit at once. Run
+// returns without stopping anything, so the next agent adopts the servers.
+//
+// # Exit codes
+//
+// exit_code is the process's exit status, or 128 plus the signal number when a signal killed
+// it (the shell's convention), or -1 when it is unknown.
+package supervisor

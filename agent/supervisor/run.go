@@ -1,0 +1,485 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/llmscaler/llmscaler/agent/catalog"
+	llmscalerv1 "github.com/llmscaler/llmscaler/proto/llmscaler/v1"
+)
+
+// Run is the watch loop: every Interval it checks health, scrapes, restarts and steps stops
+// along, and it reacts at once to exits and stops. It returns nil when ctx ends and leaves
+// every server running, for the next agent to adopt.
+func (s *Supervisor) Run(ctx context.Context) error {
+	if !s.ran.CompareAndSwap(false, true) {
+		return errors.New("supervisor: Run was called twice")
+	}
+	defer s.http.CloseIdleConnections()
+	t := time.NewTicker(s.cfg.Interval)
+	defer t.Stop()
+	s.tick(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			s.mu.Lock()
+			_ = s.saveLocked()
+			s.mu.Unlock()
+			return nil
+		case <-s.exited:
+			s.step()
+		case <-s.kick:
+			s.step()
+		case <-t.C:
+			s.tick(ctx)
+		}
+	}
+}
+
+// step does the work that needs no network: exits, restarts, timeouts, stops, retention.
+func (s *Supervisor) step() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.advanceLocked(s.cfg.Now())
+	_ = s.saveLocked()
+}
+
+// probe is one health check or scrape the tick makes outside the lock.
+type probe struct {
+	inst    *instance
+	gen     uint64
+	health  bool // a health check; else a scrape
+	url     string
+	dialect string
+	at      time.Time
+
+	err     error
+	metrics *llmscalerv1.QueueMetrics
+}
+
+// tick is one period of the watch loop.
+func (s *Supervisor) tick(ctx context.Context) {
+	s.mu.Lock()
+	now := s.cfg.Now()
+	s.advanceLocked(now)
+	var probes []*probe
+	for _, inst := range s.instances {
+		if !inst.running {
+			continue
+		}
+		base := "http://" + net.JoinHostPort(dialHost(s.cfg.Host), strconv.Itoa(inst.port))
+		ready := inst.phase == llmscalerv1.InstancePhase_INSTANCE_PHASE_READY
+		switch {
+		case inst.phase == llmscalerv1.InstancePhase_INSTANCE_PHASE_STARTING && !inst.stopping, ready && inst.recheck:
+			probes = append(probes, &probe{inst: inst, gen: inst.gen, health: true, url: base + inst.prof.HealthPath, at: now})
+		case ready || inst.phase == llmscalerv1.InstancePhase_INSTANCE_PHASE_DRAINING:
+			if s.cfg.Metrics != nil && !inst.lostProfile {
+				probes = append(probes, &probe{inst: inst, gen: inst.gen, url: base + inst.prof.MetricsPath,
+					dialect: string(inst.prof.Dialect), at: now})
+			}
+		}
+	}
+	_ = s.saveLocked()
+	s.mu.Unlock()
+
+	if len(probes) > 0 {
+		pctx, cancel := context.WithTimeout(ctx, min(max(s.cfg.Interval, time.Second), 10*time.Second))
+		var wg sync.WaitGroup
+		for _, p := range probes {
+			wg.Go(func() {
+				if p.health {
+					p.err = s.checkHealth(pctx, p.url)
+				} else {
+					p.metrics, p.err = s.cfg.Metrics.Scrape(pctx, p.inst.id, p.dialect, p.url)
+					if p.err == nil && p.metrics == nil {
+						p.err = errors.New("scrape returned no metrics")
+					}
+				}
+			})
+		}
+		wg.Wait()
+		cancel()
+		if ctx.Err() != nil {
+			return // the agent is going away; a cancelled probe says nothing about a server
+		}
+	}
+
+	s.mu.Lock()
+	now = s.cfg.Now()
+	for _, p := range probes {
+		if s.instances[p.inst.id] == p.inst && p.inst.gen == p.gen && p.inst.running {
+			s.applyLocked(p, now)
+		}
+	}
+	s.advanceLocked(now)
+	_ = s.saveLocked()
+	var logs []string
+	for id, inst := range s.instances {
+		if inst.running {
+			logs = append(logs, id)
+		}
+	}
+	s.mu.Unlock()
+
+	for _, id := range logs {
+		rotated, err := rotateLog(s.logPath(id), s.cfg.LogMaxBytes)
+		if err != nil {
+			s.log.Warn("cannot rotate log", "instance_id", id, "error", err)
+		} else if rotated {
+			s.log.Debug("log rotated", "instance_id", id)
+		}
+	}
+}
+
+// applyLocked records the outcome of a probe.
+func (s *Supervisor) applyLocked(p *probe, now time.Time) {
+	inst := p.inst
+	if !p.health {
+		if p.err != nil {
+			if inst.metrics == nil {
+				inst.metrics = &llmscalerv1.QueueMetrics{}
+			}
+			inst.metrics.ScrapeErrors++
+			inst.log.Debug("scrape failed", "error", p.err)
+			return
+		}
+		m := proto.Clone(p.metrics).(*llmscalerv1.QueueMetrics)
+		m.ScrapeErrors = inst.metrics.GetScrapeErrors()
+		if m.ScrapedAt == nil {
+			m.ScrapedAt = timestamppb.New(p.at)
+		}
+		inst.metrics = m
+		inst.scrapeAt = p.at
+		return
+	}
+
+	if inst.recheck {
+		inst.recheck = false
+		if inst.phase != llmscalerv1.InstancePhase_INSTANCE_PHASE_READY || p.err == nil {
+			return
+		}
+		// Not routable until it answers again, and stopped if it never does.
+		inst.log.Warn("adopted instance is not healthy; treating it as starting", "error", p.err)
+		inst.message = "not healthy after the agent restarted: " + p.err.Error()
+		inst.startupDeadline = now.Add(inst.prof.StartupTimeout)
+		s.setPhaseLocked(inst, llmscalerv1.InstancePhase_INSTANCE_PHASE_STARTING)
+		return
+	}
+	if inst.phase != llmscalerv1.InstancePhase_INSTANCE_PHASE_STARTING || inst.stopping {
+		return
+	}
+	if p.err != nil {
+		inst.log.Trace("not healthy yet", "error", p.err)
+		return
+	}
+	if inst.readyAt.IsZero() {
+		inst.readyAt = now
+		inst.coldStart = now.Sub(inst.startedAt)
+	}
+	inst.message = ""
+	s.setPhaseLocked(inst, llmscalerv1.InstancePhase_INSTANCE_PHASE_READY)
+	inst.log.Info("instance ready", "cold_start", inst.coldStart)
+}
+
+func (s *Supervisor) checkHealth(ctx context.Context, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := s.http.Do(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return nil
+}
+
+// advanceLocked moves every instance along: exits, restarts that are due, startup timeouts,
+// stops and forgetting ended instances.
+func (s *Supervisor) advanceLocked(now time.Time) {
+	for _, id := range slices.Sorted(maps.Keys(s.instances)) {
+		inst := s.instances[id]
+		if inst.child != nil {
+			select {
+			case <-inst.child.done:
+				s.reapLocked(inst, now)
+			default:
+			}
+		} else if inst.running && !processAlive(inst.pid, inst.startTime) {
+			if !inst.stopping {
+				killLeftovers(inst)
+			}
+			s.exitedLocked(inst, -1, fmt.Sprintf("process %d exited; its exit code is unknown because it was adopted from an earlier agent", inst.pid), now)
+		}
+
+		if !inst.running && !inst.stopping && !inst.restartAt.IsZero() && !now.Before(inst.restartAt) {
+			inst.restartAt = time.Time{}
+			if err := s.spawnLocked(inst, now); err != nil {
+				inst.log.Error("cannot restart instance", "error", err)
+				s.exitedLocked(inst, -1, "could not restart: "+err.Error(), now)
+			}
+		}
+
+		if inst.phase == llmscalerv1.InstancePhase_INSTANCE_PHASE_STARTING && inst.running && !inst.stopping &&
+			now.After(inst.startupDeadline) {
+			msg := fmt.Sprintf("not healthy within startup_timeout %s", inst.prof.StartupTimeout)
+			inst.log.Warn("instance not healthy in time; stopping it", "startup_timeout", inst.prof.StartupTimeout)
+			inst.stopping = true
+			inst.skipDrain = true
+			inst.drainStart, inst.drainDeadline = now, now
+			inst.failOnExit = msg
+			inst.message = msg + "; stopping it"
+			s.setPhaseLocked(inst, llmscalerv1.InstancePhase_INSTANCE_PHASE_DRAINING)
+		}
+
+		if inst.stopping && live(inst.phase) {
+			s.stopStepLocked(inst, now)
+		}
+
+		if (inst.phase == llmscalerv1.InstancePhase_INSTANCE_PHASE_STOPPED && now.Sub(inst.endedAt) >= StoppedRetention) ||
+			(inst.phase == llmscalerv1.InstancePhase_INSTANCE_PHASE_FAILED && now.Sub(inst.endedAt) >= FailedRetention) {
+			inst.log.Debug("forgetting instance", "phase", inst.phase.String())
+			delete(s.instances, id)
+			s.dirty = true
+		}
+	}
+}
+
+// reapLocked handles the exit of a child whose wait goroutine has finished.
+func (s *Supervisor) reapLocked(inst *instance, now time.Time) {
+	c := inst.child
+	inst.child = nil
+	code, words := int32(-1), fmt.Sprintf("wait failed: %v", c.err)
+	if c.state != nil {
+		code, words = exitStatus(c.state)
+	}
+	if !inst.stopping {
+		killLeftovers(inst)
+	}
+	s.exitedLocked(inst, code, words, now)
+}
+
+// killLeftovers kills what is left of the process group of a server that exited by itself:
+// what it forked may live on and hold GPU memory, and it goes with the server.
+func killLeftovers(inst *instance) {
+	if !inst.watched {
+		return
+	}
+	if err := signalGroup(inst.pid, syscall.SIGKILL); err != nil {
+		inst.log.Warn("cannot kill what is left of the process group", "error", err)
+	}
+}
+
+// exitedLocked handles the end of an instance's process: part of a stop, or a crash that is
+// restarted or ends in FAILED.
+func (s *Supervisor) exitedLocked(inst *instance, code int32, why string, now time.Time) {
+	inst.running = false
+	inst.exitCode = code
+	s.dirty = true
+	if inst.stopping {
+		inst.log.Info("process exited", "pid", inst.pid, "exit", why)
+		return
+	}
+	inst.watched = false // killLeftovers has killed what was left of the group
+	inst.log.Warn("instance exited unexpectedly", "pid", inst.pid, "exit", why, "restarts", inst.restarts)
+	if inst.lostProfile || int(inst.restarts) >= inst.prof.MaxRestarts {
+		msg := fmt.Sprintf("%s after %d restarts", why, inst.restarts)
+		if inst.lostProfile {
+			msg = fmt.Sprintf("%s; profile %q is no longer in the catalog, so it was not restarted", why, inst.profile)
+		}
+		inst.message = withLogTail(msg, s.logPath(inst.id))
+		inst.endedAt = now
+		s.setPhaseLocked(inst, llmscalerv1.InstancePhase_INSTANCE_PHASE_FAILED)
+		inst.log.Error("instance failed", "exit_code", code, "restarts", inst.restarts)
+		return
+	}
+	inst.restarts++
+	delay := s.cfg.RestartBackoff.Delay(int(inst.restarts) - 1)
+	inst.restartAt = now.Add(delay)
+	inst.message = fmt.Sprintf("%s; restart %d of %d in %s", why, inst.restarts, inst.prof.MaxRestarts, delay.Round(time.Millisecond))
+	s.setPhaseLocked(inst, llmscalerv1.InstancePhase_INSTANCE_PHASE_STARTING)
+	s.notify() // restarts changed even when the phase did not
+	inst.log.Info("restarting instance", "restarts", inst.restarts, "delay", delay)
+}
+
+// stopStepLocked takes one step of a stop: drain, signal, kill, done.
+func (s *Supervisor) stopStepLocked(inst *instance, now time.Time) {
+	if !inst.running {
+		// The leader is gone; wait for the rest of its group.
+		if inst.watched && groupAlive(inst.pid) {
+			if !inst.killed {
+				inst.log.Info("killing what is left of the process group", "pid", inst.pid)
+				_ = signalGroup(inst.pid, syscall.SIGKILL)
+				inst.killed = true
+				s.dirty = true
+			}
+			return
+		}
+		s.finishStopLocked(inst, now)
+		return
+	}
+	if inst.signalledAt.IsZero() {
+		if !s.drainedLocked(inst, now) {
+			return
+		}
+		if err := signalGroup(inst.pid, inst.prof.StopSignal); err != nil {
+			inst.log.Error("cannot signal instance", "error", err)
+		}
+		inst.log.Info("sent stop signal", "signal", inst.prof.StopSignal.String(), "pid", inst.pid)
+		inst.signalledAt = now
+		s.dirty = true
+	}
+	if !inst.killed && !now.Before(inst.signalledAt.Add(inst.prof.StopGrace)) {
+		inst.log.Warn("instance did not stop within stop_grace; killing its process group", "stop_grace", inst.prof.StopGrace)
+		if err := signalGroup(inst.pid, syscall.SIGKILL); err != nil {
+			inst.log.Error("cannot kill instance", "error", err)
+		}
+		inst.killed = true
+		s.dirty = true
+	}
+}
+
+// drainedLocked reports whether a stopping instance may be signalled: it was not to be
+// drained, its drain timed out, or a scrape started after the drain began saw it idle.
+func (s *Supervisor) drainedLocked(inst *instance, now time.Time) bool {
+	if inst.skipDrain || !now.Before(inst.drainDeadline) {
+		return true
+	}
+	m := inst.metrics
+	return m != nil && !inst.scrapeAt.Before(inst.drainStart) && m.GetRunning()+m.GetWaiting() == 0
+}
+
+// finishStopLocked ends a stop whose processes are all gone.
+func (s *Supervisor) finishStopLocked(inst *instance, now time.Time) {
+	inst.running = false
+	inst.watched = false
+	inst.restartAt = time.Time{}
+	inst.endedAt = now
+	s.dirty = true
+	if inst.failOnExit != "" {
+		inst.message = withLogTail(inst.failOnExit, s.logPath(inst.id))
+		s.setPhaseLocked(inst, llmscalerv1.InstancePhase_INSTANCE_PHASE_FAILED)
+		inst.log.Error("instance failed", "error", inst.failOnExit)
+		return
+	}
+	if rest, ok := strings.CutPrefix(inst.message, "stopping"); ok {
+		inst.message = "stopped" + rest
+	}
+	s.setPhaseLocked(inst, llmscalerv1.InstancePhase_INSTANCE_PHASE_STOPPED)
+	inst.log.Info("instance stopped")
+}
+
+func withLogTail(msg, logPath string) string {
+	if tail := logTail(logPath, tailLines); tail != "" {
+		return msg + "; last lines of its log:\n" + tail
+	}
+	return msg
+}
+
+// spawnLocked starts a process for inst on a fresh port.
+func (s *Supervisor) spawnLocked(inst *instance, now time.Time) error {
+	if inst.lostProfile || len(inst.prof.Command) == 0 {
+		return fmt.Errorf("profile %q is not in the catalog", inst.profile)
+	}
+	port, err := freePort(s.cfg.Host)
+	if err != nil {
+		return err
+	}
+	argv, env := inst.prof.Expand(catalog.Vars{
+		Port: port, Host: s.cfg.Host, GPUs: inst.gpus, InstanceID: inst.id, Deployment: inst.deployment,
+	})
+	logf, err := os.OpenFile(s.logPath(inst.id), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("open log: %w", err)
+	}
+	defer logf.Close() // the child has its own copy
+	fmt.Fprintf(logf, "--- %s llmscaler: starting instance %s: %q\n", now.UTC().Format(time.RFC3339), inst.id, argv)
+
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(environ(), env...)
+	cmd.Dir = inst.prof.Dir
+	// The log file itself, not a pipe: the server must not depend on the agent to write.
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintf(logf, "--- llmscaler: cannot start: %v\n", err)
+		return err
+	}
+	pid := cmd.Process.Pid
+	st, err := readProcStat(pid)
+	if err != nil {
+		// Without its start time the process could not be told from a reused pid later.
+		_ = signalGroup(pid, syscall.SIGKILL)
+		_ = cmd.Wait()
+		return fmt.Errorf("read start time of pid %d: %w", pid, err)
+	}
+	c := &child{done: make(chan struct{})}
+	s.waiters.Add(1)
+	go func() {
+		defer s.waiters.Done()
+		err := cmd.Wait()
+		c.state, c.err = cmd.ProcessState, err
+		close(c.done)
+		select {
+		case s.exited <- struct{}{}:
+		default:
+		}
+	}()
+
+	inst.child = c
+	inst.pid = pid
+	inst.startTime = st.startTime
+	inst.running = true
+	inst.watched = true
+	inst.port = port
+	inst.gen++
+	inst.startedAt = now
+	inst.startupDeadline = now.Add(inst.prof.StartupTimeout)
+	inst.readyAt, inst.coldStart = time.Time{}, 0
+	inst.recheck, inst.killed, inst.signalledAt = false, false, time.Time{}
+	s.dirty = true
+	inst.log.Info("instance started", "pid", pid, "port", port, "profile", inst.profile, "gpus", inst.gpus)
+	if s.onSpawn != nil {
+		s.onSpawn(pid)
+	}
+	return nil
+}
+
+// environ is the agent's environment less what the supervisor sets itself.
+func environ() []string {
+	env := os.Environ()
+	return slices.DeleteFunc(env, func(kv string) bool {
+		return strings.HasPrefix(kv, catalog.CUDAVisibleDevices+"=")
+	})
+}
+
+// dialHost is the address to reach a server bound to host: loopback for a wildcard.
+func dialHost(host string) string {
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		if ip.To4() != nil {
+			return "127.0.0.1"
+		}
+		return "::1"
+	}
+	return host
+}

@@ -1,0 +1,557 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/llmscaler/llmscaler/agent/catalog"
+	"github.com/llmscaler/llmscaler/internal/backoff"
+	"github.com/llmscaler/llmscaler/internal/names"
+	llmscalerv1 "github.com/llmscaler/llmscaler/proto/llmscaler/v1"
+)
+
+// Config is what a Supervisor needs.
+type Config struct {
+	// DataDir holds the state file <DataDir>/instances.json and the servers' logs
+	// <DataDir>/logs/<instance_id>.log. Required; created 0700 if missing.
+	DataDir string
+	// Catalog is the only source of the commands the supervisor runs. Required.
+	Catalog *catalog.Catalog
+	// Host is the bind host substituted for {host} and used in endpoints; "" means 127.0.0.1.
+	Host string
+	// GPUs are the GPU indices this node has, from the GPU backend's inventory; empty for none.
+	GPUs []uint32
+	// Interval is the period of the watch loop: health checks, scrapes, liveness of adopted
+	// processes and the steps of a stop. 0 means 1 s; it should be the report interval.
+	Interval time.Duration
+	// LogMaxBytes caps each server's log; 0 means 10 MiB. A log past it is copied to
+	// <instance_id>.log.1 and truncated.
+	LogMaxBytes int64
+	// Metrics scrapes READY and DRAINING instances; nil means no queue metrics, and stops do
+	// not wait for a drain.
+	Metrics MetricsSource
+	// HTTPClient makes the health checks; nil means a client that ignores proxy settings.
+	HTTPClient *http.Client
+	// RestartBackoff spaces restarts after unexpected exits; zero means DefaultRestartBackoff.
+	RestartBackoff backoff.Config
+	// Now is the clock of every deadline; nil means time.Now.
+	Now func() time.Time
+}
+
+// MetricsSource scrapes one instance's metrics endpoint; the agent plugs its scraper in here.
+type MetricsSource interface {
+	// Scrape reads the metrics at url, written in the given catalog dialect, and returns
+	// them normalised. ScrapeErrors in the result is ignored: the supervisor counts those.
+	Scrape(ctx context.Context, instanceID string, dialect string, url string) (*llmscalerv1.QueueMetrics, error)
+}
+
+// Defaults that New fills into a zero Config field.
+const (
+	DefaultHost        = "127.0.0.1"
+	DefaultInterval    = time.Second
+	DefaultLogMaxBytes = 10 << 20
+)
+
+// DefaultRestartBackoff is 1 s, doubling, capped at a minute, with a little jitter so that
+// servers that crashed together do not restart together.
+var DefaultRestartBackoff = backoff.Config{Base: time.Second, Multiplier: 2, Jitter: 0.1, Max: time.Minute}
+
+// How long ended instances stay in Instances.
+const (
+	// StoppedRetention keeps a STOPPED instance reported after it ended, so that the
+	// controller sees the end of the stop it asked for.
+	StoppedRetention = time.Minute
+	// FailedRetention keeps a FAILED instance reported, unless it is stopped first, so that
+	// an operator can read why it failed.
+	FailedRetention = 10 * time.Minute
+)
+
+// Errors that Start and Stop wrap, for errors.Is. The wrapping message names the bad value.
+var (
+	// ErrInvalidInstanceID: the instance id is not 1-128 letters, digits, '-', '.', '_'.
+	ErrInvalidInstanceID = errors.New("invalid instance id")
+	// ErrInvalidDeployment: the deployment name is not a valid deployment name.
+	ErrInvalidDeployment = errors.New("invalid deployment name")
+	// ErrUnknownProfile: the profile is not in this node's catalog.
+	ErrUnknownProfile = errors.New("unknown profile")
+	// ErrGPUCount: the number of GPUs does not match the profile, or a GPU is listed twice.
+	ErrGPUCount = errors.New("wrong GPUs for the profile")
+	// ErrGPUNotOnNode: a GPU index is not one of this node's GPUs.
+	ErrGPUNotOnNode = errors.New("GPU not on this node")
+	// ErrGPUInUse: a GPU is held by another live instance.
+	ErrGPUInUse = errors.New("GPU in use")
+	// ErrInstanceConflict: the instance id exists with another profile, deployment or GPUs.
+	ErrInstanceConflict = errors.New("instance id already used")
+	// ErrUnknownInstance: Stop named an instance this node does not have.
+	ErrUnknownInstance = errors.New("unknown instance")
+)
+
+// Supervisor runs the model servers of one agent. Build it with New; its methods are safe for
+// concurrent use.
+type Supervisor struct {
+	cfg    Config
+	log    hclog.Logger
+	http   *http.Client
+	logDir string
+	ran    atomic.Bool // Run was called
+
+	// changed is signalled on every phase change; kick asks the watch loop for a step now;
+	// exited is signalled by a child's wait goroutine. All hold at most one signal.
+	changed chan struct{}
+	kick    chan struct{}
+	exited  chan struct{}
+
+	// waiters counts the goroutines that wait for children.
+	waiters sync.WaitGroup
+
+	mu        sync.Mutex
+	instances map[string]*instance
+	dirty     bool // the state file is behind
+
+	// onSpawn, when set, is told of every process started; tests use it to clean up.
+	onSpawn func(pid int)
+}
+
+// instance is one instance; its fields are guarded by Supervisor.mu.
+type instance struct {
+	id, deployment, profile string
+	prof                    *catalog.Profile
+	// lostProfile is set when an adopted instance's profile has left the catalog: it is
+	// watched with default settings and never restarted.
+	lostProfile bool
+	gpus        []uint32
+	log         hclog.Logger
+
+	phase     llmscalerv1.InstancePhase
+	port      int
+	pid       int // of the current process, or the last one
+	startTime uint64
+	running   bool // the process (the group leader) is alive
+	// watched is set while the process group is known to be the server's: it was started
+	// or adopted alive. A group whose leader died while no agent watched is left alone, as
+	// its id may since have been reused by an unrelated process group.
+	watched bool
+	child   *child // nil for an adopted process
+	gen     uint64 // bumped on each process start, to drop stale probe results
+
+	startedAt       time.Time
+	startupDeadline time.Time
+	readyAt         time.Time
+	coldStart       time.Duration
+	exitCode        int32
+	message         string
+	restarts        uint32
+	restartAt       time.Time // non-zero: no process, start one at this time
+	recheck         bool      // an adopted READY instance: check its health once
+	endedAt         time.Time // when it became STOPPED or FAILED
+
+	metrics  *llmscalerv1.QueueMetrics
+	scrapeAt time.Time // when the last successful scrape was started
+
+	stopping      bool
+	drainStart    time.Time
+	drainDeadline time.Time
+	skipDrain     bool
+	signalledAt   time.Time
+	killed        bool
+	failOnExit    string // non-empty: end FAILED with this message, not STOPPED
+}
+
+// child is a process this supervisor started and so can wait for.
+type child struct {
+	done  chan struct{}
+	state *os.ProcessState // set before done is closed; nil if Wait failed
+	err   error
+}
+
+// New checks cfg, loads the state file and re-adopts the servers that still run.
+func New(cfg Config, log hclog.Logger) (*Supervisor, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("supervisor: DataDir is required")
+	}
+	if cfg.Catalog == nil {
+		return nil, errors.New("supervisor: Catalog is required")
+	}
+	if cfg.Host == "" {
+		cfg.Host = DefaultHost
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = DefaultInterval
+	}
+	if cfg.LogMaxBytes <= 0 {
+		cfg.LogMaxBytes = DefaultLogMaxBytes
+	}
+	if cfg.RestartBackoff == (backoff.Config{}) {
+		cfg.RestartBackoff = DefaultRestartBackoff
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	cfg.GPUs = slices.Clone(cfg.GPUs)
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	s := &Supervisor{
+		cfg:       cfg,
+		log:       log.Named("supervisor"),
+		http:      cfg.HTTPClient,
+		logDir:    filepath.Join(cfg.DataDir, "logs"),
+		changed:   make(chan struct{}, 1),
+		kick:      make(chan struct{}, 1),
+		exited:    make(chan struct{}, 1),
+		instances: map[string]*instance{},
+	}
+	if s.http == nil {
+		s.http = &http.Client{Transport: &http.Transport{
+			Proxy:               nil, // a health check is local; HTTP_PROXY must not catch it
+			DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+			MaxIdleConnsPerHost: 2,
+			IdleConnTimeout:     time.Minute,
+		}}
+	}
+	if err := os.MkdirAll(s.logDir, 0o700); err != nil {
+		return nil, fmt.Errorf("supervisor: %w", err)
+	}
+	recs, err := readState(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("supervisor: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.cfg.Now()
+	for i := range recs {
+		if err := s.adoptLocked(&recs[i], now); err != nil {
+			return nil, fmt.Errorf("supervisor: %w", err)
+		}
+	}
+	if len(recs) > 0 {
+		s.dirty = true
+		_ = s.saveLocked()
+	}
+	return s, nil
+}
+
+// adoptLocked takes over one recorded instance.
+func (s *Supervisor) adoptLocked(r *record, now time.Time) error {
+	phase, err := r.phase()
+	if err != nil {
+		return err
+	}
+	inst := &instance{
+		id: r.InstanceID, deployment: r.Deployment, profile: r.Profile,
+		gpus:  slices.Clone(r.GPUs),
+		phase: phase, port: r.Port, pid: r.PID, startTime: r.StartTime,
+		startedAt: r.StartedAt, readyAt: r.ReadyAt, coldStart: r.ColdStart,
+		restarts: r.Restarts, exitCode: r.ExitCode, message: r.Message,
+		restartAt: r.RestartAt, endedAt: r.EndedAt,
+		stopping: r.Stopping, drainStart: r.DrainStart, drainDeadline: r.DrainDeadline,
+		skipDrain: r.SkipDrain, signalledAt: r.SignalledAt, killed: r.Killed, failOnExit: r.FailOnExit,
+		log: s.log.With("instance_id", r.InstanceID, "deployment", r.Deployment),
+	}
+	if names.Profile(inst.id) != nil {
+		return fmt.Errorf("state file: bad instance id %q", inst.id)
+	}
+	prof, ok := s.cfg.Catalog.Profile(r.Profile)
+	if !ok {
+		// The catalog changed under a live server: watch it with the defaults, never restart it.
+		inst.lostProfile = true
+		prof = &catalog.Profile{
+			Name: r.Profile, HealthPath: catalog.DefaultHealthPath, MetricsPath: catalog.DefaultMetricsPath,
+			GPUs: len(r.GPUs), StartupTimeout: catalog.DefaultStartupTimeout, DrainTimeout: catalog.DefaultDrainTimeout,
+			StopSignal: catalog.DefaultStopSignal, StopGrace: catalog.DefaultStopGrace, MaxRestarts: 0,
+		}
+	}
+	inst.prof = prof
+	inst.startupDeadline = inst.startedAt.Add(prof.StartupTimeout)
+	s.instances[inst.id] = inst
+
+	if !live(phase) {
+		return nil
+	}
+	if inst.lostProfile {
+		inst.log.Warn("profile is no longer in the catalog; the instance will not be restarted", "profile", r.Profile)
+	}
+	switch {
+	case r.Running && processAlive(r.PID, r.StartTime):
+		inst.running = true
+		inst.watched = true
+		inst.recheck = phase == llmscalerv1.InstancePhase_INSTANCE_PHASE_READY
+		inst.gen++
+		inst.log.Info("adopted instance", "pid", r.PID, "phase", phase.String())
+	case r.Running:
+		inst.log.Warn("recorded process is gone", "pid", r.PID)
+		s.exitedLocked(inst, -1, fmt.Sprintf("process %d is gone; its exit code is unknown because it ran while the agent was down", r.PID), now)
+	case inst.stopping:
+		// The first step of the watch loop finishes the stop.
+	case inst.lostProfile:
+		inst.restartAt = time.Time{}
+		s.exitedLocked(inst, inst.exitCode, "it was waiting for a restart when the agent restarted", now)
+	case inst.restartAt.IsZero():
+		// Neither a process nor a restart due: it was between the two when the agent died.
+		inst.restartAt = now
+	}
+	return nil
+}
+
+// live reports whether an instance in phase p holds its GPUs and may have a process.
+func live(p llmscalerv1.InstancePhase) bool {
+	switch p {
+	case llmscalerv1.InstancePhase_INSTANCE_PHASE_STARTING,
+		llmscalerv1.InstancePhase_INSTANCE_PHASE_READY,
+		llmscalerv1.InstancePhase_INSTANCE_PHASE_DRAINING:
+		return true
+	}
+	return false
+}
+
+// Start starts an instance of a catalog profile. Starting an instance id again with the same
+// deployment, profile and GPUs does nothing, whatever phase it is in: an id names one
+// instance's life, and a resent command must not revive one that was stopped.
+func (s *Supervisor) Start(req *llmscalerv1.StartInstance) error {
+	id, dep, profName, gpus := req.GetInstanceId(), req.GetDeployment(), req.GetProfile(), req.GetGpuIndices()
+	if err := names.Profile(id); err != nil {
+		return fmt.Errorf("%w: instance_id %v", ErrInvalidInstanceID, err)
+	}
+	if err := names.DeploymentName(dep); err != nil {
+		return fmt.Errorf("%w: deployment %v", ErrInvalidDeployment, err)
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if inst, ok := s.instances[id]; ok {
+		if inst.deployment == dep && inst.profile == profName && slices.Equal(inst.gpus, gpus) {
+			return nil
+		}
+		return fmt.Errorf("%w: instance %q already exists with deployment %q, profile %q, GPUs %v (asked for deployment %q, profile %q, GPUs %v)",
+			ErrInstanceConflict, id, inst.deployment, inst.profile, inst.gpus, dep, profName, gpus)
+	}
+	prof, ok := s.cfg.Catalog.Profile(profName)
+	if !ok {
+		known := s.cfg.Catalog.Names()
+		list := "no profiles"
+		if len(known) > 0 {
+			list = strings.Join(known, ", ")
+		}
+		return fmt.Errorf("%w %q: this node's catalog has %s", ErrUnknownProfile, profName, list)
+	}
+	if len(gpus) != prof.GPUs {
+		return fmt.Errorf("%w: profile %q takes %d GPUs per instance, got %d (%v)", ErrGPUCount, profName, prof.GPUs, len(gpus), gpus)
+	}
+	used := s.usedGPUsLocked()
+	for i, g := range gpus {
+		switch {
+		case slices.Contains(gpus[:i], g):
+			return fmt.Errorf("%w: gpu_indices %v lists GPU %d twice", ErrGPUCount, gpus, g)
+		case !slices.Contains(s.cfg.GPUs, g):
+			return fmt.Errorf("%w: GPU %d is not on this node, which has GPUs %v", ErrGPUNotOnNode, g, s.cfg.GPUs)
+		case used[g] != "":
+			return fmt.Errorf("%w: GPU %d is used by instance %q", ErrGPUInUse, g, used[g])
+		}
+	}
+
+	inst := &instance{
+		id: id, deployment: dep, profile: profName, prof: prof, gpus: slices.Clone(gpus),
+		phase: llmscalerv1.InstancePhase_INSTANCE_PHASE_STARTING,
+		log:   s.log.With("instance_id", id, "deployment", dep),
+	}
+	now := s.cfg.Now()
+	if err := s.spawnLocked(inst, now); err != nil {
+		return fmt.Errorf("start instance %q: %w", id, err)
+	}
+	s.instances[id] = inst
+	s.dirty = true
+	if err := s.saveLocked(); err != nil {
+		// An unrecorded server would be lost to the next agent: better not to run it.
+		_ = signalGroup(inst.pid, syscall.SIGKILL)
+		delete(s.instances, id)
+		return fmt.Errorf("start instance %q: %w", id, err)
+	}
+	s.notify()
+	return nil
+}
+
+// Stop drains an instance and then stops it. Stopping an instance that is stopping or
+// stopped does nothing; a FAILED one becomes STOPPED.
+func (s *Supervisor) Stop(req *llmscalerv1.StopInstance) error {
+	id := req.GetInstanceId()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	inst, ok := s.instances[id]
+	if !ok {
+		return fmt.Errorf("%w: no instance %q on this node", ErrUnknownInstance, id)
+	}
+	now := s.cfg.Now()
+	reason := req.GetReason()
+	switch inst.phase {
+	case llmscalerv1.InstancePhase_INSTANCE_PHASE_STOPPED, llmscalerv1.InstancePhase_INSTANCE_PHASE_DRAINING:
+		return nil
+	case llmscalerv1.InstancePhase_INSTANCE_PHASE_FAILED:
+		inst.message = "stopped after it failed: " + inst.message
+		inst.endedAt = now
+		s.setPhaseLocked(inst, llmscalerv1.InstancePhase_INSTANCE_PHASE_STOPPED)
+		inst.log.Info("failed instance stopped")
+		return s.saveLocked()
+	}
+
+	timeout := inst.prof.DrainTimeout
+	if req.GetDrainTimeout() != nil {
+		timeout = max(req.GetDrainTimeout().AsDuration(), 0)
+	}
+	inst.stopping = true
+	inst.drainStart = now
+	inst.drainDeadline = now.Add(timeout)
+	inst.skipDrain = s.cfg.Metrics == nil || inst.phase == llmscalerv1.InstancePhase_INSTANCE_PHASE_STARTING
+	inst.restartAt = time.Time{}
+	inst.message = "stopping"
+	if reason != "" {
+		inst.message += ": " + reason
+	}
+	inst.log.Info("stopping instance", "reason", reason, "drain_timeout", timeout, "drain", !inst.skipDrain)
+	if inst.running {
+		s.setPhaseLocked(inst, llmscalerv1.InstancePhase_INSTANCE_PHASE_DRAINING)
+	} else {
+		s.finishStopLocked(inst, now)
+	}
+	s.dirty = true
+	err := s.saveLocked()
+	s.poke()
+	return err
+}
+
+// Instances returns a copy of every instance's status, sorted by instance id.
+func (s *Supervisor) Instances() []*llmscalerv1.InstanceStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*llmscalerv1.InstanceStatus, 0, len(s.instances))
+	for _, id := range slices.Sorted(maps.Keys(s.instances)) {
+		out = append(out, s.instances[id].status(s.cfg.Host))
+	}
+	return out
+}
+
+func (inst *instance) status(host string) *llmscalerv1.InstanceStatus {
+	st := &llmscalerv1.InstanceStatus{
+		InstanceId: inst.id,
+		Deployment: inst.deployment,
+		Profile:    inst.profile,
+		Phase:      inst.phase,
+		GpuIndices: slices.Clone(inst.gpus),
+		Pid:        int64(inst.pid),
+		ExitCode:   inst.exitCode,
+		Message:    inst.message,
+		Restarts:   inst.restarts,
+	}
+	if inst.port != 0 {
+		st.Endpoint = net.JoinHostPort(host, strconv.Itoa(inst.port))
+	}
+	if !inst.startedAt.IsZero() {
+		st.StartedAt = timestamppb.New(inst.startedAt)
+	}
+	if !inst.readyAt.IsZero() {
+		st.ReadyAt = timestamppb.New(inst.readyAt)
+		st.ColdStart = durationpb.New(inst.coldStart)
+	}
+	if inst.metrics != nil {
+		st.Metrics = proto.Clone(inst.metrics).(*llmscalerv1.QueueMetrics)
+	}
+	return st
+}
+
+// Changed is signalled after every phase change, so that the agent can report at once. It
+// holds at most one signal: a reader that was away sees one for many changes.
+func (s *Supervisor) Changed() <-chan struct{} {
+	return s.changed
+}
+
+// UsedGPUs maps each GPU held by a live (STARTING, READY or DRAINING) instance to that
+// instance's id.
+func (s *Supervisor) UsedGPUs() map[uint32]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.usedGPUsLocked()
+}
+
+func (s *Supervisor) usedGPUsLocked() map[uint32]string {
+	used := map[uint32]string{}
+	for _, inst := range s.instances {
+		if live(inst.phase) {
+			for _, g := range inst.gpus {
+				used[g] = inst.id
+			}
+		}
+	}
+	return used
+}
+
+// setPhaseLocked moves inst to phase p and tells Changed.
+func (s *Supervisor) setPhaseLocked(inst *instance, p llmscalerv1.InstancePhase) {
+	if inst.phase == p {
+		return
+	}
+	inst.phase = p
+	s.dirty = true
+	s.notify()
+}
+
+func (s *Supervisor) notify() {
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
+}
+
+// poke asks the watch loop for a step now rather than at the next tick.
+func (s *Supervisor) poke() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// saveLocked writes the state file if anything changed since the last write.
+func (s *Supervisor) saveLocked() error {
+	if !s.dirty {
+		return nil
+	}
+	recs := make([]record, 0, len(s.instances))
+	for _, id := range slices.Sorted(maps.Keys(s.instances)) {
+		inst := s.instances[id]
+		recs = append(recs, record{
+			InstanceID: inst.id, Deployment: inst.deployment, Profile: inst.profile, GPUs: inst.gpus,
+			Phase: inst.phase.String(), PID: inst.pid, StartTime: inst.startTime, Running: inst.running, Port: inst.port,
+			StartedAt: inst.startedAt, ReadyAt: inst.readyAt, ColdStart: inst.coldStart,
+			Restarts: inst.restarts, ExitCode: inst.exitCode, Message: inst.message,
+			RestartAt: inst.restartAt, EndedAt: inst.endedAt,
+			Stopping: inst.stopping, DrainStart: inst.drainStart, DrainDeadline: inst.drainDeadline,
+			SkipDrain: inst.skipDrain, SignalledAt: inst.signalledAt, Killed: inst.killed, FailOnExit: inst.failOnExit,
+		})
+	}
+	if err := writeState(s.cfg.DataDir, recs); err != nil {
+		s.log.Error("cannot save instance state", "error", err)
+		return fmt.Errorf("supervisor: %w", err)
+	}
+	s.dirty = false
+	return nil
+}
+
+func (s *Supervisor) logPath(id string) string {
+	return filepath.Join(s.logDir, id+".log")
+}

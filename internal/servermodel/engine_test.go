@@ -1,0 +1,482 @@
+package servermodel
+
+import (
+	"errors"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// testParams are round numbers so expected times are easy to write down.
+func testParams() Params {
+	return Params{
+		MaxConcurrency:  4,
+		MaxBatchTokens:  1000,
+		KVCacheTokens:   100_000,
+		PrefillBase:     10 * time.Millisecond,
+		PrefillPerToken: 100 * time.Microsecond,
+		DecodeBase:      20 * time.Millisecond,
+		DecodePerSeq:    5 * time.Millisecond,
+	}
+}
+
+// timing is what a caller would measure for one request.
+type timing struct {
+	firstToken, done time.Time
+	tokens           int
+	start            time.Time
+}
+
+// drive steps the engine from start until it is idle, submitting reqs at their Arrival (which
+// must be in order), and returns every event (copied) and the per-request timings.
+func drive(t *testing.T, e *Engine, start time.Time, reqs []Request) ([]Event, map[uint64]*timing) {
+	t.Helper()
+	var all []Event
+	tm := map[uint64]*timing{}
+	now := start
+	next := 0
+	for steps := 0; ; steps++ {
+		if steps > 1_000_000 {
+			t.Fatal("engine did not finish")
+		}
+		for next < len(reqs) && !reqs[next].Arrival.After(now) {
+			if err := e.Submit(reqs[next]); err != nil {
+				t.Fatalf("submit %d: %v", reqs[next].ID, err)
+			}
+			next++
+		}
+		if !e.Busy() {
+			if next == len(reqs) {
+				return all, tm
+			}
+			now = reqs[next].Arrival
+			continue
+		}
+		end, evs := e.Step(now)
+		if !end.After(now) {
+			t.Fatalf("step at %v ended at %v", now, end)
+		}
+		for _, ev := range evs {
+			all = append(all, ev)
+			x := tm[ev.ID]
+			if x == nil {
+				x = &timing{}
+				tm[ev.ID] = x
+			}
+			switch ev.Kind {
+			case EventFirstToken:
+				x.firstToken, x.start = ev.Time, ev.Start
+				x.tokens++
+			case EventToken:
+				x.tokens++
+			case EventDone:
+				x.done = ev.Time
+			}
+			if ev.Tokens != x.tokens {
+				t.Fatalf("request %d: event says %d tokens, counted %d", ev.ID, ev.Tokens, x.tokens)
+			}
+		}
+		now = end
+	}
+}
+
+func TestSingleRequestTiming(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		prompt, output int
+	}{
+		{"one token", 100, 1},
+		{"short", 10, 5},
+		{"typical", 500, 128},
+		{"prompt of a whole budget", 1000, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := testParams()
+			e := NewEngine(p)
+			_, tm := drive(t, e, t0, []Request{{ID: 1, PromptTokens: tc.prompt, OutputTokens: tc.output, Arrival: t0}})
+			got := tm[1]
+			wantTTFT := p.PrefillTime(tc.prompt)
+			wantE2E := wantTTFT + time.Duration(tc.output-1)*p.DecodeTime(1)
+			if d := got.firstToken.Sub(t0); d != wantTTFT {
+				t.Errorf("TTFT %v, want prefill time %v", d, wantTTFT)
+			}
+			if d := got.done.Sub(t0); d != wantE2E {
+				t.Errorf("e2e %v, want %v", d, wantE2E)
+			}
+			if got.tokens != tc.output {
+				t.Errorf("%d tokens, want %d", got.tokens, tc.output)
+			}
+			c := e.Counters()
+			if c != (Counters{PromptTokens: int64(tc.prompt), GenerationTokens: int64(tc.output), FinishedRequests: 1}) {
+				t.Errorf("counters %+v", c)
+			}
+			if e.Busy() || e.Running() != 0 || e.Waiting() != 0 || e.KVUsage() != 0 {
+				t.Errorf("not idle after: running %d waiting %d kv %v", e.Running(), e.Waiting(), e.KVUsage())
+			}
+		})
+	}
+}
+
+func TestChunkedPrefill(t *testing.T) {
+	p := testParams()
+	p.MaxBatchTokens = 300
+	e := NewEngine(p)
+	_, tm := drive(t, e, t0, []Request{{ID: 1, PromptTokens: 700, OutputTokens: 2, Arrival: t0}})
+	// 300 + 300 + 100 tokens in three prefill iterations.
+	want := p.PrefillTime(300)*2 + p.PrefillTime(100)
+	if d := tm[1].firstToken.Sub(t0); d != want {
+		t.Errorf("TTFT %v, want %v", d, want)
+	}
+	if got := e.Counters().PromptTokens; got != 700 {
+		t.Errorf("prompt tokens %d, want 700", got)
+	}
+}
+
+// The mean gap between tokens of a request grows with the number running beside it.
+func TestPerTokenLatencyGrowsWithBatch(t *testing.T) {
+	p := testParams()
+	p.MaxConcurrency = 64
+	var prev time.Duration
+	for _, batch := range []int{1, 2, 8, 32, 64} {
+		e := NewEngine(p)
+		reqs := make([]Request, batch)
+		for i := range reqs {
+			reqs[i] = Request{ID: uint64(i), PromptTokens: 10, OutputTokens: 50, Arrival: t0}
+		}
+		_, tm := drive(t, e, t0, reqs)
+		x := tm[0]
+		tpot := x.done.Sub(x.firstToken) / time.Duration(x.tokens-1)
+		if tpot != p.DecodeTime(batch) {
+			t.Errorf("batch %d: time per output token %v, want %v", batch, tpot, p.DecodeTime(batch))
+		}
+		if tpot <= prev {
+			t.Errorf("batch %d: time per output token %v, not above %v", batch, tpot, prev)
+		}
+		prev = tpot
+	}
+}
+
+// More concurrent requests than MaxConcurrency: the rest wait, and wait longer the later
+// they are in the queue.
+func TestQueueBuildsAboveMaxConcurrency(t *testing.T) {
+	p := testParams()
+	const n = 12
+	reqs := make([]Request, n)
+	for i := range reqs {
+		reqs[i] = Request{ID: uint64(i), PromptTokens: 100, OutputTokens: 10, Arrival: t0}
+	}
+
+	e := NewEngine(p)
+	for _, r := range reqs {
+		if err := e.Submit(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	end, evs := e.Step(t0)
+	if e.Running() != p.MaxConcurrency || e.Waiting() != n-p.MaxConcurrency {
+		t.Fatalf("after one step: running %d waiting %d, want %d and %d", e.Running(), e.Waiting(), p.MaxConcurrency, n-p.MaxConcurrency)
+	}
+	if len(evs) != p.MaxConcurrency || end.Sub(t0) != p.PrefillTime(p.MaxConcurrency*100) {
+		t.Fatalf("first step: %d events, ended after %v", len(evs), end.Sub(t0))
+	}
+
+	_, tm := drive(t, NewEngine(p), t0, reqs)
+	// Requests run in waves of MaxConcurrency; TTFT and queue time rise from wave to wave.
+	for wave := 1; wave < n/p.MaxConcurrency; wave++ {
+		first := uint64(wave * p.MaxConcurrency)
+		before := first - 1
+		if !tm[first].firstToken.After(tm[before].firstToken) {
+			t.Errorf("request %d TTFT %v not after request %d's %v", first, tm[first].firstToken, before, tm[before].firstToken)
+		}
+		if !tm[first].start.After(tm[before].start) {
+			t.Errorf("request %d queued no longer than request %d", first, before)
+		}
+	}
+}
+
+func TestKVCapacityLimitsAdmission(t *testing.T) {
+	p := testParams()
+	p.MaxConcurrency = 10
+	p.KVCacheTokens = 1000
+	reqs := make([]Request, 5)
+	for i := range reqs {
+		reqs[i] = Request{ID: uint64(i), PromptTokens: 100, OutputTokens: 200, Arrival: t0}
+	}
+	e := NewEngine(p)
+	for _, r := range reqs {
+		if err := e.Submit(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.Step(t0)
+	if e.Running() != 3 || e.Waiting() != 2 {
+		t.Fatalf("running %d waiting %d, want 3 and 2: each needs 300 of 1000 KV tokens", e.Running(), e.Waiting())
+	}
+	if got := e.KVUsage(); got != 0.9 {
+		t.Errorf("kv usage %v, want 0.9", got)
+	}
+	e = NewEngine(p)
+	_, tm := drive(t, e, t0, reqs)
+	// The fourth request starts only when the first three finish and free their KV.
+	if !tm[3].start.Equal(tm[0].done) {
+		t.Errorf("request 3 started at %v, want when request 0 finished, %v", tm[3].start, tm[0].done)
+	}
+	if e.KVUsage() != 0 {
+		t.Errorf("kv usage %v after all finished", e.KVUsage())
+	}
+}
+
+func TestSubmitRejects(t *testing.T) {
+	p := testParams()
+	p.KVCacheTokens = 1000
+	for _, tc := range []struct {
+		name string
+		r    Request
+		want error
+	}{
+		{"no prompt", Request{PromptTokens: 0, OutputTokens: 1}, ErrInvalidRequest},
+		{"no output", Request{PromptTokens: 1, OutputTokens: 0}, ErrInvalidRequest},
+		{"larger than the cache", Request{PromptTokens: 900, OutputTokens: 101}, ErrExceedsKVCache},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := NewEngine(p)
+			if err := e.Submit(tc.r); !errors.Is(err, tc.want) {
+				t.Errorf("Submit: %v, want %v", err, tc.want)
+			}
+			if e.Busy() {
+				t.Error("rejected request was queued")
+			}
+		})
+	}
+	if err := NewEngine(p).Submit(Request{PromptTokens: 900, OutputTokens: 100}); err != nil {
+		t.Errorf("request that fills the cache exactly: %v", err)
+	}
+}
+
+func TestAbort(t *testing.T) {
+	p := testParams()
+	p.MaxConcurrency = 1
+	e := NewEngine(p)
+	for i := range 3 {
+		if err := e.Submit(Request{ID: uint64(i), PromptTokens: 10, OutputTokens: 100, Arrival: t0}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now, _ := e.Step(t0)
+	if !e.Abort(2) || !e.Abort(0) || e.Abort(7) {
+		t.Fatal("abort of a waiting, a running and an unknown request")
+	}
+	if e.Running() != 0 || e.Waiting() != 1 || e.KVUsage() != 0 {
+		t.Fatalf("running %d waiting %d kv %v", e.Running(), e.Waiting(), e.KVUsage())
+	}
+	evs, _ := drive(t, e, now, nil)
+	for _, ev := range evs {
+		if ev.ID != 1 {
+			t.Fatalf("event for aborted request: %+v", ev)
+		}
+	}
+}
+
+func randomWorkload(seed uint64, n int) []Request {
+	rng := rand.New(rand.NewPCG(seed, seed))
+	reqs := make([]Request, n)
+	at := t0
+	for i := range reqs {
+		at = at.Add(time.Duration(rng.ExpFloat64() * float64(20*time.Millisecond)))
+		reqs[i] = Request{ID: uint64(i), PromptTokens: 1 + rng.IntN(3000), OutputTokens: 1 + rng.IntN(300), Arrival: at}
+	}
+	return reqs
+}
+
+func TestDeterminism(t *testing.T) {
+	p := testParams()
+	p.MaxConcurrency = 16
+	p.KVCacheTokens = 20_000
+	reqs := randomWorkload(42, 300)
+	a, _ := drive(t, NewEngine(p), t0, reqs)
+	b, _ := drive(t, NewEngine(p), t0, reqs)
+	if !slices.Equal(a, b) {
+		t.Fatal("two runs of the same workload differ")
+	}
+	done := 0
+	for _, ev := range a {
+		if ev.Kind == EventDone {
+			done++
+		}
+	}
+	if done != len(reqs) {
+		t.Fatalf("%d of %d requests finished", done, len(reqs))
+	}
+}
+
+// Invariants hold at every step of a busy random workload.
+func TestInvariants(t *testing.T) {
+	p := testParams()
+	p.MaxConcurrency = 8
+	p.MaxBatchTokens = 512
+	p.KVCacheTokens = 8000
+	e := NewEngine(p)
+	reqs := randomWorkload(7, 200)
+	for i := range reqs {
+		reqs[i].PromptTokens = 1 + reqs[i].PromptTokens%2000
+		if err := e.Submit(reqs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var prompt, gen int64
+	now := t0
+	for e.Busy() {
+		end, evs := e.Step(now)
+		if e.Running() > p.MaxConcurrency || e.KVUsage() > 1 || e.KVUsage() < 0 {
+			t.Fatalf("running %d kv %v", e.Running(), e.KVUsage())
+		}
+		for _, ev := range evs {
+			if ev.Kind != EventDone {
+				gen++
+			}
+		}
+		now = end
+	}
+	for _, r := range reqs {
+		prompt += int64(r.PromptTokens)
+	}
+	c := e.Counters()
+	if c.PromptTokens != prompt || c.GenerationTokens != gen || c.FinishedRequests != int64(len(reqs)) {
+		t.Errorf("counters %+v, want %d prompt, %d generation, %d finished", c, prompt, gen, len(reqs))
+	}
+}
+
+func TestIdleStep(t *testing.T) {
+	e := NewEngine(testParams())
+	end, evs := e.Step(t0)
+	if !end.Equal(t0) || len(evs) != 0 {
+		t.Errorf("idle step: end %v, %d events", end, len(evs))
+	}
+}
+
+func TestProfiles(t *testing.T) {
+	for _, name := range ProfileNames() {
+		t.Run(name, func(t *testing.T) {
+			p, err := Profile(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := p.Validate(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	for _, want := range []string{"a100-80gb-llama3-8b", "h100-80gb-llama3-8b", "cpu-tiny"} {
+		if _, ok := Profiles()[want]; !ok {
+			t.Errorf("no profile %q", want)
+		}
+	}
+	_, err := Profile("tpu-v9")
+	if err == nil || !strings.Contains(err.Error(), "cpu-tiny") || !strings.Contains(err.Error(), "h100-80gb-llama3-8b") {
+		t.Errorf("unknown profile error %v does not list the names", err)
+	}
+	// The GPU profiles reproduce the measurements they were fitted to.
+	a100, _ := Profile("a100-80gb-llama3-8b")
+	h100, _ := Profile("h100-80gb-llama3-8b")
+	for _, tc := range []struct {
+		name     string
+		got      time.Duration
+		min, max time.Duration
+	}{
+		{"a100 1369-token prefill ~127ms", a100.PrefillTime(1369), 120 * time.Millisecond, 135 * time.Millisecond},
+		{"h100 1369-token prefill ~62ms", h100.PrefillTime(1369), 58 * time.Millisecond, 66 * time.Millisecond},
+		{"a100 decode at 10 ~11.5ms", a100.DecodeTime(10), 11 * time.Millisecond, 12 * time.Millisecond},
+		{"h100 decode at 10 ~7.2ms", h100.DecodeTime(10), 7 * time.Millisecond, 7500 * time.Microsecond},
+		{"h100 decode at 256 ~25.6ms", h100.DecodeTime(256), 25 * time.Millisecond, 26500 * time.Microsecond},
+	} {
+		if tc.got < tc.min || tc.got > tc.max {
+			t.Errorf("%s: got %v", tc.name, tc.got)
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func(*Params)
+	}{
+		{"no concurrency", func(p *Params) { p.MaxConcurrency = 0 }},
+		{"no batch tokens", func(p *Params) { p.MaxBatchTokens = 0 }},
+		{"no kv", func(p *Params) { p.KVCacheTokens = 1 }},
+		{"negative time", func(p *Params) { p.DecodePerSeq = -1 }},
+		{"free prefill", func(p *Params) { p.PrefillBase, p.PrefillPerToken = 0, 0 }},
+		{"free decode", func(p *Params) { p.DecodeBase, p.DecodePerSeq = 0, 0 }},
+		{"negative cold start", func(p *Params) { p.ColdStart = -time.Second }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := testParams()
+			tc.edit(&p)
+			if p.Validate() == nil {
+				t.Error("Validate accepted it")
+			}
+		})
+	}
+}
+
+// BenchmarkEngineStep measures one decode iteration over a full batch: the steady state of a
+// loaded replica, which the simulator runs millions of times.
+func BenchmarkEngineStep(b *testing.B) {
+	for _, profile := range []string{"cpu-tiny", "a100-80gb-llama3-8b", "h100-80gb-llama3-8b"} {
+		b.Run(profile, func(b *testing.B) {
+			p, _ := Profile(profile)
+			p.KVCacheTokens = 1 << 50 // so the batch is limited by MaxConcurrency alone
+			e := NewEngine(p)
+			for i := range p.MaxConcurrency {
+				if err := e.Submit(Request{ID: uint64(i), PromptTokens: 1, OutputTokens: 1 << 30, Arrival: t0}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			now := t0
+			for e.Running() < p.MaxConcurrency || e.Waiting() > 0 {
+				now, _ = e.Step(now)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				var evs []Event
+				now, evs = e.Step(now)
+				if len(evs) != p.MaxConcurrency {
+					b.Fatalf("%d events, want %d", len(evs), p.MaxConcurrency)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkEngineChurn keeps a full batch of short requests: every step some finish and new
+// ones are submitted and prefilled, so Submit, admission and removal are in the loop too.
+func BenchmarkEngineChurn(b *testing.B) {
+	p, _ := Profile("a100-80gb-llama3-8b")
+	e := NewEngine(p)
+	var id uint64
+	submit := func(now time.Time) {
+		id++
+		if err := e.Submit(Request{ID: id, PromptTokens: 200 + int(id%400), OutputTokens: 50 + int(id%200), Arrival: now}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	now := t0
+	for range p.MaxConcurrency {
+		submit(now)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		var evs []Event
+		now, evs = e.Step(now)
+		for _, ev := range evs {
+			if ev.Kind == EventDone {
+				submit(now)
+			}
+		}
+	}
+}
