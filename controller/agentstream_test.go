@@ -137,10 +137,10 @@ func TestAgentStreamLifecycle(t *testing.T) {
 	}
 
 	// A lost node is stored as lost: the next leader starts from that.
-	rec, err := r.store.node(ctx, "n1")
-	if err != nil || rec.GetState() != llmscalerv1.NodeState_NODE_STATE_LOST || len(rec.GetGpus()) != 8 {
-		t.Fatalf("stored node %v %v", rec, err)
-	}
+	waitFor(t, 5*time.Second, "the lost state stored", func() bool {
+		rec, err := r.store.node(ctx, "n1")
+		return err == nil && rec.GetState() == llmscalerv1.NodeState_NODE_STATE_LOST && len(rec.GetGpus()) == 8
+	})
 }
 
 func TestAgentStreamRefusals(t *testing.T) {
