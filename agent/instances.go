@@ -123,4 +123,3 @@ func fakeLoads(ins []*llmscalerv1.InstanceStatus, memoryOf func(profile string) 
 	}
 	return out
 }
-
