@@ -9,6 +9,7 @@ package llmscalerv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -1258,22 +1259,258 @@ func (x *ListDecisionsRequest) GetLimit() uint32 {
 	return 0
 }
 
-// Decision is one journaled scaling decision; the engine issue fills it in.
+// Clamp is one limit that changed a policy's recommendation.
+type Clamp struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// kind: "bounds", "max_step", "cooldown", "stabilization", "rate_limit", "stale_data",
+	// "placement", "paused", "manual", "dry_run".
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// from and to: the count before and after this clamp.
+	From uint32 `protobuf:"varint,2,opt,name=from,proto3" json:"from,omitempty"`
+	To   uint32 `protobuf:"varint,3,opt,name=to,proto3" json:"to,omitempty"`
+	// reason says why, in words.
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Clamp) Reset() {
+	*x = Clamp{}
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Clamp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Clamp) ProtoMessage() {}
+
+func (x *Clamp) ProtoReflect() protoreflect.Message {
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Clamp.ProtoReflect.Descriptor instead.
+func (*Clamp) Descriptor() ([]byte, []int) {
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *Clamp) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Clamp) GetFrom() uint32 {
+	if x != nil {
+		return x.From
+	}
+	return 0
+}
+
+func (x *Clamp) GetTo() uint32 {
+	if x != nil {
+		return x.To
+	}
+	return 0
+}
+
+func (x *Clamp) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// WindowValues are the window figures a decision read, over the stable and panic windows.
+type WindowValues struct {
+	state                     protoimpl.MessageState `protogen:"open.v1"`
+	Window                    *durationpb.Duration   `protobuf:"bytes,1,opt,name=window,proto3" json:"window,omitempty"`
+	ArrivalRate               float64                `protobuf:"fixed64,2,opt,name=arrival_rate,json=arrivalRate,proto3" json:"arrival_rate,omitempty"`
+	Waiting                   float64                `protobuf:"fixed64,3,opt,name=waiting,proto3" json:"waiting,omitempty"`
+	Running                   float64                `protobuf:"fixed64,4,opt,name=running,proto3" json:"running,omitempty"`
+	KvCacheUsage              float64                `protobuf:"fixed64,5,opt,name=kv_cache_usage,json=kvCacheUsage,proto3" json:"kv_cache_usage,omitempty"`
+	TtftP95Seconds            float64                `protobuf:"fixed64,6,opt,name=ttft_p95_seconds,json=ttftP95Seconds,proto3" json:"ttft_p95_seconds,omitempty"`
+	E2EP95Seconds             float64                `protobuf:"fixed64,7,opt,name=e2e_p95_seconds,json=e2eP95Seconds,proto3" json:"e2e_p95_seconds,omitempty"`
+	E2EMeanSeconds            float64                `protobuf:"fixed64,8,opt,name=e2e_mean_seconds,json=e2eMeanSeconds,proto3" json:"e2e_mean_seconds,omitempty"`
+	GpuUtilizationPercent     float64                `protobuf:"fixed64,9,opt,name=gpu_utilization_percent,json=gpuUtilizationPercent,proto3" json:"gpu_utilization_percent,omitempty"`
+	GenerationTokensPerSecond float64                `protobuf:"fixed64,10,opt,name=generation_tokens_per_second,json=generationTokensPerSecond,proto3" json:"generation_tokens_per_second,omitempty"`
+	FinishedPerSecond         float64                `protobuf:"fixed64,11,opt,name=finished_per_second,json=finishedPerSecond,proto3" json:"finished_per_second,omitempty"`
+	Ready                     uint32                 `protobuf:"varint,12,opt,name=ready,proto3" json:"ready,omitempty"`
+	Starting                  uint32                 `protobuf:"varint,13,opt,name=starting,proto3" json:"starting,omitempty"`
+	// stale counts replicas whose data is older than three report intervals.
+	Stale         uint32 `protobuf:"varint,14,opt,name=stale,proto3" json:"stale,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WindowValues) Reset() {
+	*x = WindowValues{}
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WindowValues) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WindowValues) ProtoMessage() {}
+
+func (x *WindowValues) ProtoReflect() protoreflect.Message {
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WindowValues.ProtoReflect.Descriptor instead.
+func (*WindowValues) Descriptor() ([]byte, []int) {
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *WindowValues) GetWindow() *durationpb.Duration {
+	if x != nil {
+		return x.Window
+	}
+	return nil
+}
+
+func (x *WindowValues) GetArrivalRate() float64 {
+	if x != nil {
+		return x.ArrivalRate
+	}
+	return 0
+}
+
+func (x *WindowValues) GetWaiting() float64 {
+	if x != nil {
+		return x.Waiting
+	}
+	return 0
+}
+
+func (x *WindowValues) GetRunning() float64 {
+	if x != nil {
+		return x.Running
+	}
+	return 0
+}
+
+func (x *WindowValues) GetKvCacheUsage() float64 {
+	if x != nil {
+		return x.KvCacheUsage
+	}
+	return 0
+}
+
+func (x *WindowValues) GetTtftP95Seconds() float64 {
+	if x != nil {
+		return x.TtftP95Seconds
+	}
+	return 0
+}
+
+func (x *WindowValues) GetE2EP95Seconds() float64 {
+	if x != nil {
+		return x.E2EP95Seconds
+	}
+	return 0
+}
+
+func (x *WindowValues) GetE2EMeanSeconds() float64 {
+	if x != nil {
+		return x.E2EMeanSeconds
+	}
+	return 0
+}
+
+func (x *WindowValues) GetGpuUtilizationPercent() float64 {
+	if x != nil {
+		return x.GpuUtilizationPercent
+	}
+	return 0
+}
+
+func (x *WindowValues) GetGenerationTokensPerSecond() float64 {
+	if x != nil {
+		return x.GenerationTokensPerSecond
+	}
+	return 0
+}
+
+func (x *WindowValues) GetFinishedPerSecond() float64 {
+	if x != nil {
+		return x.FinishedPerSecond
+	}
+	return 0
+}
+
+func (x *WindowValues) GetReady() uint32 {
+	if x != nil {
+		return x.Ready
+	}
+	return 0
+}
+
+func (x *WindowValues) GetStarting() uint32 {
+	if x != nil {
+		return x.Starting
+	}
+	return 0
+}
+
+func (x *WindowValues) GetStale() uint32 {
+	if x != nil {
+		return x.Stale
+	}
+	return 0
+}
+
+// Decision is one journaled evaluation that recommended a change, or one change.
 type Decision struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	Time       *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
 	Deployment string                 `protobuf:"bytes,2,opt,name=deployment,proto3" json:"deployment,omitempty"`
 	// reason is a one-line explanation a person can read.
-	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
-	FromReplicas  uint32 `protobuf:"varint,4,opt,name=from_replicas,json=fromReplicas,proto3" json:"from_replicas,omitempty"`
-	ToReplicas    uint32 `protobuf:"varint,5,opt,name=to_replicas,json=toReplicas,proto3" json:"to_replicas,omitempty"`
+	Reason       string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	FromReplicas uint32 `protobuf:"varint,4,opt,name=from_replicas,json=fromReplicas,proto3" json:"from_replicas,omitempty"`
+	ToReplicas   uint32 `protobuf:"varint,5,opt,name=to_replicas,json=toReplicas,proto3" json:"to_replicas,omitempty"`
+	// policy is "threshold", "target" or "slo".
+	Policy string `protobuf:"bytes,6,opt,name=policy,proto3" json:"policy,omitempty"`
+	// recommended is the policy's raw recommendation, before clamps.
+	Recommended uint32        `protobuf:"varint,7,opt,name=recommended,proto3" json:"recommended,omitempty"`
+	Clamps      []*Clamp      `protobuf:"bytes,8,rep,name=clamps,proto3" json:"clamps,omitempty"`
+	Stable      *WindowValues `protobuf:"bytes,9,opt,name=stable,proto3" json:"stable,omitempty"`
+	Panic       *WindowValues `protobuf:"bytes,10,opt,name=panic,proto3" json:"panic,omitempty"`
+	// acted is false for a dry run or a recommendation that clamps cancelled.
+	Acted bool `protobuf:"varint,11,opt,name=acted,proto3" json:"acted,omitempty"`
+	// commands are the start and stop commands sent for it, as "start <instance> on <node>".
+	Commands []string `protobuf:"bytes,12,rep,name=commands,proto3" json:"commands,omitempty"`
+	// epoch of the leader that decided.
+	Epoch         int64 `protobuf:"varint,13,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Decision) Reset() {
 	*x = Decision{}
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[24]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1285,7 +1522,7 @@ func (x *Decision) String() string {
 func (*Decision) ProtoMessage() {}
 
 func (x *Decision) ProtoReflect() protoreflect.Message {
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[24]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1298,7 +1535,7 @@ func (x *Decision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Decision.ProtoReflect.Descriptor instead.
 func (*Decision) Descriptor() ([]byte, []int) {
-	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Decision) GetTime() *timestamppb.Timestamp {
@@ -1336,6 +1573,62 @@ func (x *Decision) GetToReplicas() uint32 {
 	return 0
 }
 
+func (x *Decision) GetPolicy() string {
+	if x != nil {
+		return x.Policy
+	}
+	return ""
+}
+
+func (x *Decision) GetRecommended() uint32 {
+	if x != nil {
+		return x.Recommended
+	}
+	return 0
+}
+
+func (x *Decision) GetClamps() []*Clamp {
+	if x != nil {
+		return x.Clamps
+	}
+	return nil
+}
+
+func (x *Decision) GetStable() *WindowValues {
+	if x != nil {
+		return x.Stable
+	}
+	return nil
+}
+
+func (x *Decision) GetPanic() *WindowValues {
+	if x != nil {
+		return x.Panic
+	}
+	return nil
+}
+
+func (x *Decision) GetActed() bool {
+	if x != nil {
+		return x.Acted
+	}
+	return false
+}
+
+func (x *Decision) GetCommands() []string {
+	if x != nil {
+		return x.Commands
+	}
+	return nil
+}
+
+func (x *Decision) GetEpoch() int64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
 type ListDecisionsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Decisions     []*Decision            `protobuf:"bytes,1,rep,name=decisions,proto3" json:"decisions,omitempty"`
@@ -1345,7 +1638,7 @@ type ListDecisionsResponse struct {
 
 func (x *ListDecisionsResponse) Reset() {
 	*x = ListDecisionsResponse{}
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[25]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1357,7 +1650,7 @@ func (x *ListDecisionsResponse) String() string {
 func (*ListDecisionsResponse) ProtoMessage() {}
 
 func (x *ListDecisionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[25]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1370,7 +1663,7 @@ func (x *ListDecisionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDecisionsResponse.ProtoReflect.Descriptor instead.
 func (*ListDecisionsResponse) Descriptor() ([]byte, []int) {
-	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListDecisionsResponse) GetDecisions() []*Decision {
@@ -1392,7 +1685,7 @@ type WatchEventsRequest struct {
 
 func (x *WatchEventsRequest) Reset() {
 	*x = WatchEventsRequest{}
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[26]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1404,7 +1697,7 @@ func (x *WatchEventsRequest) String() string {
 func (*WatchEventsRequest) ProtoMessage() {}
 
 func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[26]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1417,7 +1710,7 @@ func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
 func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
-	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *WatchEventsRequest) GetDeployment() string {
@@ -1453,7 +1746,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[27]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1465,7 +1758,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[27]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1478,7 +1771,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Event) GetTime() *timestamppb.Timestamp {
@@ -1546,7 +1839,7 @@ type WatchEventsResponse struct {
 
 func (x *WatchEventsResponse) Reset() {
 	*x = WatchEventsResponse{}
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[28]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1558,7 +1851,7 @@ func (x *WatchEventsResponse) String() string {
 func (*WatchEventsResponse) ProtoMessage() {}
 
 func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[28]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1571,7 +1864,7 @@ func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsResponse.ProtoReflect.Descriptor instead.
 func (*WatchEventsResponse) Descriptor() ([]byte, []int) {
-	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *WatchEventsResponse) GetEvent() *Event {
@@ -1589,7 +1882,7 @@ type GetClusterStatusRequest struct {
 
 func (x *GetClusterStatusRequest) Reset() {
 	*x = GetClusterStatusRequest{}
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[29]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1601,7 +1894,7 @@ func (x *GetClusterStatusRequest) String() string {
 func (*GetClusterStatusRequest) ProtoMessage() {}
 
 func (x *GetClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[29]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1614,7 +1907,7 @@ func (x *GetClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 // EtcdMember is one member of the etcd cluster that holds the desired state.
@@ -1631,7 +1924,7 @@ type EtcdMember struct {
 
 func (x *EtcdMember) Reset() {
 	*x = EtcdMember{}
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[30]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1643,7 +1936,7 @@ func (x *EtcdMember) String() string {
 func (*EtcdMember) ProtoMessage() {}
 
 func (x *EtcdMember) ProtoReflect() protoreflect.Message {
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[30]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1656,7 +1949,7 @@ func (x *EtcdMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EtcdMember.ProtoReflect.Descriptor instead.
 func (*EtcdMember) Descriptor() ([]byte, []int) {
-	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *EtcdMember) GetName() string {
@@ -1710,7 +2003,7 @@ type GetClusterStatusResponse struct {
 
 func (x *GetClusterStatusResponse) Reset() {
 	*x = GetClusterStatusResponse{}
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[31]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1722,7 +2015,7 @@ func (x *GetClusterStatusResponse) String() string {
 func (*GetClusterStatusResponse) ProtoMessage() {}
 
 func (x *GetClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[31]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1735,7 +2028,7 @@ func (x *GetClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetClusterStatusResponse) GetLeader() *ControllerInfo {
@@ -1826,7 +2119,7 @@ var File_llmscaler_v1_admin_proto protoreflect.FileDescriptor
 
 const file_llmscaler_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x18llmscaler/v1/admin.proto\x12\fllmscaler.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18llmscaler/v1/fleet.proto\"\x12\n" +
+	"\x18llmscaler/v1/admin.proto\x12\fllmscaler.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18llmscaler/v1/fleet.proto\"\x12\n" +
 	"\x10ListNodesRequest\"=\n" +
 	"\x11ListNodesResponse\x12(\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x12.llmscaler.v1.NodeR\x05nodes\")\n" +
@@ -1893,7 +2186,28 @@ const file_llmscaler_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"deployment\x18\x01 \x01(\tR\n" +
 	"deployment\x12\x14\n" +
-	"\x05limit\x18\x02 \x01(\rR\x05limit\"\xb8\x01\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"W\n" +
+	"\x05Clamp\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04from\x18\x02 \x01(\rR\x04from\x12\x0e\n" +
+	"\x02to\x18\x03 \x01(\rR\x02to\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xab\x04\n" +
+	"\fWindowValues\x121\n" +
+	"\x06window\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x06window\x12!\n" +
+	"\farrival_rate\x18\x02 \x01(\x01R\varrivalRate\x12\x18\n" +
+	"\awaiting\x18\x03 \x01(\x01R\awaiting\x12\x18\n" +
+	"\arunning\x18\x04 \x01(\x01R\arunning\x12$\n" +
+	"\x0ekv_cache_usage\x18\x05 \x01(\x01R\fkvCacheUsage\x12(\n" +
+	"\x10ttft_p95_seconds\x18\x06 \x01(\x01R\x0ettftP95Seconds\x12&\n" +
+	"\x0fe2e_p95_seconds\x18\a \x01(\x01R\re2eP95Seconds\x12(\n" +
+	"\x10e2e_mean_seconds\x18\b \x01(\x01R\x0ee2eMeanSeconds\x126\n" +
+	"\x17gpu_utilization_percent\x18\t \x01(\x01R\x15gpuUtilizationPercent\x12?\n" +
+	"\x1cgeneration_tokens_per_second\x18\n" +
+	" \x01(\x01R\x19generationTokensPerSecond\x12.\n" +
+	"\x13finished_per_second\x18\v \x01(\x01R\x11finishedPerSecond\x12\x14\n" +
+	"\x05ready\x18\f \x01(\rR\x05ready\x12\x1a\n" +
+	"\bstarting\x18\r \x01(\rR\bstarting\x12\x14\n" +
+	"\x05stale\x18\x0e \x01(\rR\x05stale\"\xcd\x03\n" +
 	"\bDecision\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1e\n" +
 	"\n" +
@@ -1902,7 +2216,16 @@ const file_llmscaler_v1_admin_proto_rawDesc = "" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12#\n" +
 	"\rfrom_replicas\x18\x04 \x01(\rR\ffromReplicas\x12\x1f\n" +
 	"\vto_replicas\x18\x05 \x01(\rR\n" +
-	"toReplicas\"M\n" +
+	"toReplicas\x12\x16\n" +
+	"\x06policy\x18\x06 \x01(\tR\x06policy\x12 \n" +
+	"\vrecommended\x18\a \x01(\rR\vrecommended\x12+\n" +
+	"\x06clamps\x18\b \x03(\v2\x13.llmscaler.v1.ClampR\x06clamps\x122\n" +
+	"\x06stable\x18\t \x01(\v2\x1a.llmscaler.v1.WindowValuesR\x06stable\x120\n" +
+	"\x05panic\x18\n" +
+	" \x01(\v2\x1a.llmscaler.v1.WindowValuesR\x05panic\x12\x14\n" +
+	"\x05acted\x18\v \x01(\bR\x05acted\x12\x1a\n" +
+	"\bcommands\x18\f \x03(\tR\bcommands\x12\x14\n" +
+	"\x05epoch\x18\r \x01(\x03R\x05epoch\"M\n" +
 	"\x15ListDecisionsResponse\x124\n" +
 	"\tdecisions\x18\x01 \x03(\v2\x16.llmscaler.v1.DecisionR\tdecisions\"M\n" +
 	"\x12WatchEventsRequest\x12\x1e\n" +
@@ -1995,7 +2318,7 @@ func file_llmscaler_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_llmscaler_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_llmscaler_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_llmscaler_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_llmscaler_v1_admin_proto_goTypes = []any{
 	(AutoscalingAction)(0),           // 0: llmscaler.v1.AutoscalingAction
 	(EventType)(0),                   // 1: llmscaler.v1.EventType
@@ -2023,82 +2346,89 @@ var file_llmscaler_v1_admin_proto_goTypes = []any{
 	(*Instance)(nil),                 // 23: llmscaler.v1.Instance
 	(*ListInstancesResponse)(nil),    // 24: llmscaler.v1.ListInstancesResponse
 	(*ListDecisionsRequest)(nil),     // 25: llmscaler.v1.ListDecisionsRequest
-	(*Decision)(nil),                 // 26: llmscaler.v1.Decision
-	(*ListDecisionsResponse)(nil),    // 27: llmscaler.v1.ListDecisionsResponse
-	(*WatchEventsRequest)(nil),       // 28: llmscaler.v1.WatchEventsRequest
-	(*Event)(nil),                    // 29: llmscaler.v1.Event
-	(*WatchEventsResponse)(nil),      // 30: llmscaler.v1.WatchEventsResponse
-	(*GetClusterStatusRequest)(nil),  // 31: llmscaler.v1.GetClusterStatusRequest
-	(*EtcdMember)(nil),               // 32: llmscaler.v1.EtcdMember
-	(*GetClusterStatusResponse)(nil), // 33: llmscaler.v1.GetClusterStatusResponse
-	(*Node)(nil),                     // 34: llmscaler.v1.Node
-	(*InstanceStatus)(nil),           // 35: llmscaler.v1.InstanceStatus
-	(*DeploymentSpec)(nil),           // 36: llmscaler.v1.DeploymentSpec
-	(*Deployment)(nil),               // 37: llmscaler.v1.Deployment
-	(*timestamppb.Timestamp)(nil),    // 38: google.protobuf.Timestamp
-	(InstancePhase)(0),               // 39: llmscaler.v1.InstancePhase
-	(*ControllerInfo)(nil),           // 40: llmscaler.v1.ControllerInfo
+	(*Clamp)(nil),                    // 26: llmscaler.v1.Clamp
+	(*WindowValues)(nil),             // 27: llmscaler.v1.WindowValues
+	(*Decision)(nil),                 // 28: llmscaler.v1.Decision
+	(*ListDecisionsResponse)(nil),    // 29: llmscaler.v1.ListDecisionsResponse
+	(*WatchEventsRequest)(nil),       // 30: llmscaler.v1.WatchEventsRequest
+	(*Event)(nil),                    // 31: llmscaler.v1.Event
+	(*WatchEventsResponse)(nil),      // 32: llmscaler.v1.WatchEventsResponse
+	(*GetClusterStatusRequest)(nil),  // 33: llmscaler.v1.GetClusterStatusRequest
+	(*EtcdMember)(nil),               // 34: llmscaler.v1.EtcdMember
+	(*GetClusterStatusResponse)(nil), // 35: llmscaler.v1.GetClusterStatusResponse
+	(*Node)(nil),                     // 36: llmscaler.v1.Node
+	(*InstanceStatus)(nil),           // 37: llmscaler.v1.InstanceStatus
+	(*DeploymentSpec)(nil),           // 38: llmscaler.v1.DeploymentSpec
+	(*Deployment)(nil),               // 39: llmscaler.v1.Deployment
+	(*durationpb.Duration)(nil),      // 40: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 41: google.protobuf.Timestamp
+	(InstancePhase)(0),               // 42: llmscaler.v1.InstancePhase
+	(*ControllerInfo)(nil),           // 43: llmscaler.v1.ControllerInfo
 }
 var file_llmscaler_v1_admin_proto_depIdxs = []int32{
-	34, // 0: llmscaler.v1.ListNodesResponse.nodes:type_name -> llmscaler.v1.Node
-	34, // 1: llmscaler.v1.GetNodeResponse.node:type_name -> llmscaler.v1.Node
-	35, // 2: llmscaler.v1.GetNodeResponse.instances:type_name -> llmscaler.v1.InstanceStatus
-	34, // 3: llmscaler.v1.CordonNodeResponse.node:type_name -> llmscaler.v1.Node
-	34, // 4: llmscaler.v1.UncordonNodeResponse.node:type_name -> llmscaler.v1.Node
-	34, // 5: llmscaler.v1.DrainNodeResponse.node:type_name -> llmscaler.v1.Node
-	36, // 6: llmscaler.v1.ApplyDeploymentRequest.deployment:type_name -> llmscaler.v1.DeploymentSpec
-	37, // 7: llmscaler.v1.ApplyDeploymentResponse.deployment:type_name -> llmscaler.v1.Deployment
-	37, // 8: llmscaler.v1.GetDeploymentResponse.deployment:type_name -> llmscaler.v1.Deployment
-	37, // 9: llmscaler.v1.ListDeploymentsResponse.deployments:type_name -> llmscaler.v1.Deployment
+	36, // 0: llmscaler.v1.ListNodesResponse.nodes:type_name -> llmscaler.v1.Node
+	36, // 1: llmscaler.v1.GetNodeResponse.node:type_name -> llmscaler.v1.Node
+	37, // 2: llmscaler.v1.GetNodeResponse.instances:type_name -> llmscaler.v1.InstanceStatus
+	36, // 3: llmscaler.v1.CordonNodeResponse.node:type_name -> llmscaler.v1.Node
+	36, // 4: llmscaler.v1.UncordonNodeResponse.node:type_name -> llmscaler.v1.Node
+	36, // 5: llmscaler.v1.DrainNodeResponse.node:type_name -> llmscaler.v1.Node
+	38, // 6: llmscaler.v1.ApplyDeploymentRequest.deployment:type_name -> llmscaler.v1.DeploymentSpec
+	39, // 7: llmscaler.v1.ApplyDeploymentResponse.deployment:type_name -> llmscaler.v1.Deployment
+	39, // 8: llmscaler.v1.GetDeploymentResponse.deployment:type_name -> llmscaler.v1.Deployment
+	39, // 9: llmscaler.v1.ListDeploymentsResponse.deployments:type_name -> llmscaler.v1.Deployment
 	0,  // 10: llmscaler.v1.ScaleDeploymentRequest.autoscaling:type_name -> llmscaler.v1.AutoscalingAction
-	37, // 11: llmscaler.v1.ScaleDeploymentResponse.deployment:type_name -> llmscaler.v1.Deployment
-	35, // 12: llmscaler.v1.Instance.status:type_name -> llmscaler.v1.InstanceStatus
+	39, // 11: llmscaler.v1.ScaleDeploymentResponse.deployment:type_name -> llmscaler.v1.Deployment
+	37, // 12: llmscaler.v1.Instance.status:type_name -> llmscaler.v1.InstanceStatus
 	23, // 13: llmscaler.v1.ListInstancesResponse.instances:type_name -> llmscaler.v1.Instance
-	38, // 14: llmscaler.v1.Decision.time:type_name -> google.protobuf.Timestamp
-	26, // 15: llmscaler.v1.ListDecisionsResponse.decisions:type_name -> llmscaler.v1.Decision
-	38, // 16: llmscaler.v1.Event.time:type_name -> google.protobuf.Timestamp
-	1,  // 17: llmscaler.v1.Event.type:type_name -> llmscaler.v1.EventType
-	39, // 18: llmscaler.v1.Event.phase:type_name -> llmscaler.v1.InstancePhase
-	26, // 19: llmscaler.v1.Event.decision:type_name -> llmscaler.v1.Decision
-	29, // 20: llmscaler.v1.WatchEventsResponse.event:type_name -> llmscaler.v1.Event
-	40, // 21: llmscaler.v1.GetClusterStatusResponse.leader:type_name -> llmscaler.v1.ControllerInfo
-	40, // 22: llmscaler.v1.GetClusterStatusResponse.answered_by:type_name -> llmscaler.v1.ControllerInfo
-	40, // 23: llmscaler.v1.GetClusterStatusResponse.controllers:type_name -> llmscaler.v1.ControllerInfo
-	32, // 24: llmscaler.v1.GetClusterStatusResponse.etcd_members:type_name -> llmscaler.v1.EtcdMember
-	38, // 25: llmscaler.v1.GetClusterStatusResponse.leader_since:type_name -> google.protobuf.Timestamp
-	2,  // 26: llmscaler.v1.AdminService.ListNodes:input_type -> llmscaler.v1.ListNodesRequest
-	4,  // 27: llmscaler.v1.AdminService.GetNode:input_type -> llmscaler.v1.GetNodeRequest
-	6,  // 28: llmscaler.v1.AdminService.CordonNode:input_type -> llmscaler.v1.CordonNodeRequest
-	8,  // 29: llmscaler.v1.AdminService.UncordonNode:input_type -> llmscaler.v1.UncordonNodeRequest
-	10, // 30: llmscaler.v1.AdminService.DrainNode:input_type -> llmscaler.v1.DrainNodeRequest
-	12, // 31: llmscaler.v1.AdminService.ApplyDeployment:input_type -> llmscaler.v1.ApplyDeploymentRequest
-	14, // 32: llmscaler.v1.AdminService.GetDeployment:input_type -> llmscaler.v1.GetDeploymentRequest
-	16, // 33: llmscaler.v1.AdminService.ListDeployments:input_type -> llmscaler.v1.ListDeploymentsRequest
-	18, // 34: llmscaler.v1.AdminService.DeleteDeployment:input_type -> llmscaler.v1.DeleteDeploymentRequest
-	20, // 35: llmscaler.v1.AdminService.ScaleDeployment:input_type -> llmscaler.v1.ScaleDeploymentRequest
-	22, // 36: llmscaler.v1.AdminService.ListInstances:input_type -> llmscaler.v1.ListInstancesRequest
-	25, // 37: llmscaler.v1.AdminService.ListDecisions:input_type -> llmscaler.v1.ListDecisionsRequest
-	28, // 38: llmscaler.v1.AdminService.WatchEvents:input_type -> llmscaler.v1.WatchEventsRequest
-	31, // 39: llmscaler.v1.AdminService.GetClusterStatus:input_type -> llmscaler.v1.GetClusterStatusRequest
-	3,  // 40: llmscaler.v1.AdminService.ListNodes:output_type -> llmscaler.v1.ListNodesResponse
-	5,  // 41: llmscaler.v1.AdminService.GetNode:output_type -> llmscaler.v1.GetNodeResponse
-	7,  // 42: llmscaler.v1.AdminService.CordonNode:output_type -> llmscaler.v1.CordonNodeResponse
-	9,  // 43: llmscaler.v1.AdminService.UncordonNode:output_type -> llmscaler.v1.UncordonNodeResponse
-	11, // 44: llmscaler.v1.AdminService.DrainNode:output_type -> llmscaler.v1.DrainNodeResponse
-	13, // 45: llmscaler.v1.AdminService.ApplyDeployment:output_type -> llmscaler.v1.ApplyDeploymentResponse
-	15, // 46: llmscaler.v1.AdminService.GetDeployment:output_type -> llmscaler.v1.GetDeploymentResponse
-	17, // 47: llmscaler.v1.AdminService.ListDeployments:output_type -> llmscaler.v1.ListDeploymentsResponse
-	19, // 48: llmscaler.v1.AdminService.DeleteDeployment:output_type -> llmscaler.v1.DeleteDeploymentResponse
-	21, // 49: llmscaler.v1.AdminService.ScaleDeployment:output_type -> llmscaler.v1.ScaleDeploymentResponse
-	24, // 50: llmscaler.v1.AdminService.ListInstances:output_type -> llmscaler.v1.ListInstancesResponse
-	27, // 51: llmscaler.v1.AdminService.ListDecisions:output_type -> llmscaler.v1.ListDecisionsResponse
-	30, // 52: llmscaler.v1.AdminService.WatchEvents:output_type -> llmscaler.v1.WatchEventsResponse
-	33, // 53: llmscaler.v1.AdminService.GetClusterStatus:output_type -> llmscaler.v1.GetClusterStatusResponse
-	40, // [40:54] is the sub-list for method output_type
-	26, // [26:40] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	40, // 14: llmscaler.v1.WindowValues.window:type_name -> google.protobuf.Duration
+	41, // 15: llmscaler.v1.Decision.time:type_name -> google.protobuf.Timestamp
+	26, // 16: llmscaler.v1.Decision.clamps:type_name -> llmscaler.v1.Clamp
+	27, // 17: llmscaler.v1.Decision.stable:type_name -> llmscaler.v1.WindowValues
+	27, // 18: llmscaler.v1.Decision.panic:type_name -> llmscaler.v1.WindowValues
+	28, // 19: llmscaler.v1.ListDecisionsResponse.decisions:type_name -> llmscaler.v1.Decision
+	41, // 20: llmscaler.v1.Event.time:type_name -> google.protobuf.Timestamp
+	1,  // 21: llmscaler.v1.Event.type:type_name -> llmscaler.v1.EventType
+	42, // 22: llmscaler.v1.Event.phase:type_name -> llmscaler.v1.InstancePhase
+	28, // 23: llmscaler.v1.Event.decision:type_name -> llmscaler.v1.Decision
+	31, // 24: llmscaler.v1.WatchEventsResponse.event:type_name -> llmscaler.v1.Event
+	43, // 25: llmscaler.v1.GetClusterStatusResponse.leader:type_name -> llmscaler.v1.ControllerInfo
+	43, // 26: llmscaler.v1.GetClusterStatusResponse.answered_by:type_name -> llmscaler.v1.ControllerInfo
+	43, // 27: llmscaler.v1.GetClusterStatusResponse.controllers:type_name -> llmscaler.v1.ControllerInfo
+	34, // 28: llmscaler.v1.GetClusterStatusResponse.etcd_members:type_name -> llmscaler.v1.EtcdMember
+	41, // 29: llmscaler.v1.GetClusterStatusResponse.leader_since:type_name -> google.protobuf.Timestamp
+	2,  // 30: llmscaler.v1.AdminService.ListNodes:input_type -> llmscaler.v1.ListNodesRequest
+	4,  // 31: llmscaler.v1.AdminService.GetNode:input_type -> llmscaler.v1.GetNodeRequest
+	6,  // 32: llmscaler.v1.AdminService.CordonNode:input_type -> llmscaler.v1.CordonNodeRequest
+	8,  // 33: llmscaler.v1.AdminService.UncordonNode:input_type -> llmscaler.v1.UncordonNodeRequest
+	10, // 34: llmscaler.v1.AdminService.DrainNode:input_type -> llmscaler.v1.DrainNodeRequest
+	12, // 35: llmscaler.v1.AdminService.ApplyDeployment:input_type -> llmscaler.v1.ApplyDeploymentRequest
+	14, // 36: llmscaler.v1.AdminService.GetDeployment:input_type -> llmscaler.v1.GetDeploymentRequest
+	16, // 37: llmscaler.v1.AdminService.ListDeployments:input_type -> llmscaler.v1.ListDeploymentsRequest
+	18, // 38: llmscaler.v1.AdminService.DeleteDeployment:input_type -> llmscaler.v1.DeleteDeploymentRequest
+	20, // 39: llmscaler.v1.AdminService.ScaleDeployment:input_type -> llmscaler.v1.ScaleDeploymentRequest
+	22, // 40: llmscaler.v1.AdminService.ListInstances:input_type -> llmscaler.v1.ListInstancesRequest
+	25, // 41: llmscaler.v1.AdminService.ListDecisions:input_type -> llmscaler.v1.ListDecisionsRequest
+	30, // 42: llmscaler.v1.AdminService.WatchEvents:input_type -> llmscaler.v1.WatchEventsRequest
+	33, // 43: llmscaler.v1.AdminService.GetClusterStatus:input_type -> llmscaler.v1.GetClusterStatusRequest
+	3,  // 44: llmscaler.v1.AdminService.ListNodes:output_type -> llmscaler.v1.ListNodesResponse
+	5,  // 45: llmscaler.v1.AdminService.GetNode:output_type -> llmscaler.v1.GetNodeResponse
+	7,  // 46: llmscaler.v1.AdminService.CordonNode:output_type -> llmscaler.v1.CordonNodeResponse
+	9,  // 47: llmscaler.v1.AdminService.UncordonNode:output_type -> llmscaler.v1.UncordonNodeResponse
+	11, // 48: llmscaler.v1.AdminService.DrainNode:output_type -> llmscaler.v1.DrainNodeResponse
+	13, // 49: llmscaler.v1.AdminService.ApplyDeployment:output_type -> llmscaler.v1.ApplyDeploymentResponse
+	15, // 50: llmscaler.v1.AdminService.GetDeployment:output_type -> llmscaler.v1.GetDeploymentResponse
+	17, // 51: llmscaler.v1.AdminService.ListDeployments:output_type -> llmscaler.v1.ListDeploymentsResponse
+	19, // 52: llmscaler.v1.AdminService.DeleteDeployment:output_type -> llmscaler.v1.DeleteDeploymentResponse
+	21, // 53: llmscaler.v1.AdminService.ScaleDeployment:output_type -> llmscaler.v1.ScaleDeploymentResponse
+	24, // 54: llmscaler.v1.AdminService.ListInstances:output_type -> llmscaler.v1.ListInstancesResponse
+	29, // 55: llmscaler.v1.AdminService.ListDecisions:output_type -> llmscaler.v1.ListDecisionsResponse
+	32, // 56: llmscaler.v1.AdminService.WatchEvents:output_type -> llmscaler.v1.WatchEventsResponse
+	35, // 57: llmscaler.v1.AdminService.GetClusterStatus:output_type -> llmscaler.v1.GetClusterStatusResponse
+	44, // [44:58] is the sub-list for method output_type
+	30, // [30:44] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_llmscaler_v1_admin_proto_init() }
@@ -2114,7 +2444,7 @@ func file_llmscaler_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llmscaler_v1_admin_proto_rawDesc), len(file_llmscaler_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   32,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -66,7 +66,6 @@ type AdminServiceClient interface {
 	// ListInstances lists model-server instances as the agents report them.
 	ListInstances(ctx context.Context, in *ListInstancesRequest, opts ...grpc.CallOption) (*ListInstancesResponse, error)
 	// ListDecisions returns a deployment's recent scaling decisions, newest first.
-	// Unimplemented until the autoscaling engine lands (engine issue).
 	ListDecisions(ctx context.Context, in *ListDecisionsRequest, opts ...grpc.CallOption) (*ListDecisionsResponse, error)
 	// WatchEvents streams node, instance, deployment and decision events as they happen.
 	WatchEvents(ctx context.Context, in *WatchEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEventsResponse], error)
@@ -262,7 +261,6 @@ type AdminServiceServer interface {
 	// ListInstances lists model-server instances as the agents report them.
 	ListInstances(context.Context, *ListInstancesRequest) (*ListInstancesResponse, error)
 	// ListDecisions returns a deployment's recent scaling decisions, newest first.
-	// Unimplemented until the autoscaling engine lands (engine issue).
 	ListDecisions(context.Context, *ListDecisionsRequest) (*ListDecisionsResponse, error)
 	// WatchEvents streams node, instance, deployment and decision events as they happen.
 	WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[WatchEventsResponse]) error

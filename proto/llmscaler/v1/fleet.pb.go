@@ -143,6 +143,118 @@ func (NodeState) EnumDescriptor() ([]byte, []int) {
 	return file_llmscaler_v1_fleet_proto_rawDescGZIP(), []int{1}
 }
 
+// TargetMetric is the per-replica metric a target policy tracks.
+type TargetMetric int32
+
+const (
+	TargetMetric_TARGET_METRIC_UNSPECIFIED TargetMetric = 0
+	// TARGET_METRIC_IN_FLIGHT: requests running plus waiting, per replica.
+	TargetMetric_TARGET_METRIC_IN_FLIGHT TargetMetric = 1
+	// TARGET_METRIC_WAITING: requests waiting, per replica.
+	TargetMetric_TARGET_METRIC_WAITING TargetMetric = 2
+	// TARGET_METRIC_KV_CACHE: KV-cache usage per replica, 0-1.
+	TargetMetric_TARGET_METRIC_KV_CACHE TargetMetric = 3
+	// TARGET_METRIC_GPU_UTILIZATION: GPU utilization of the replicas' GPUs, percent.
+	TargetMetric_TARGET_METRIC_GPU_UTILIZATION TargetMetric = 4
+)
+
+// Enum value maps for TargetMetric.
+var (
+	TargetMetric_name = map[int32]string{
+		0: "TARGET_METRIC_UNSPECIFIED",
+		1: "TARGET_METRIC_IN_FLIGHT",
+		2: "TARGET_METRIC_WAITING",
+		3: "TARGET_METRIC_KV_CACHE",
+		4: "TARGET_METRIC_GPU_UTILIZATION",
+	}
+	TargetMetric_value = map[string]int32{
+		"TARGET_METRIC_UNSPECIFIED":     0,
+		"TARGET_METRIC_IN_FLIGHT":       1,
+		"TARGET_METRIC_WAITING":         2,
+		"TARGET_METRIC_KV_CACHE":        3,
+		"TARGET_METRIC_GPU_UTILIZATION": 4,
+	}
+)
+
+func (x TargetMetric) Enum() *TargetMetric {
+	p := new(TargetMetric)
+	*p = x
+	return p
+}
+
+func (x TargetMetric) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TargetMetric) Descriptor() protoreflect.EnumDescriptor {
+	return file_llmscaler_v1_fleet_proto_enumTypes[2].Descriptor()
+}
+
+func (TargetMetric) Type() protoreflect.EnumType {
+	return &file_llmscaler_v1_fleet_proto_enumTypes[2]
+}
+
+func (x TargetMetric) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TargetMetric.Descriptor instead.
+func (TargetMetric) EnumDescriptor() ([]byte, []int) {
+	return file_llmscaler_v1_fleet_proto_rawDescGZIP(), []int{2}
+}
+
+// SloMetric is the latency an SLO policy keeps under its target.
+type SloMetric int32
+
+const (
+	SloMetric_SLO_METRIC_UNSPECIFIED SloMetric = 0
+	// SLO_METRIC_TTFT: time to first token.
+	SloMetric_SLO_METRIC_TTFT SloMetric = 1
+	// SLO_METRIC_E2E: end-to-end request latency.
+	SloMetric_SLO_METRIC_E2E SloMetric = 2
+)
+
+// Enum value maps for SloMetric.
+var (
+	SloMetric_name = map[int32]string{
+		0: "SLO_METRIC_UNSPECIFIED",
+		1: "SLO_METRIC_TTFT",
+		2: "SLO_METRIC_E2E",
+	}
+	SloMetric_value = map[string]int32{
+		"SLO_METRIC_UNSPECIFIED": 0,
+		"SLO_METRIC_TTFT":        1,
+		"SLO_METRIC_E2E":         2,
+	}
+)
+
+func (x SloMetric) Enum() *SloMetric {
+	p := new(SloMetric)
+	*p = x
+	return p
+}
+
+func (x SloMetric) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SloMetric) Descriptor() protoreflect.EnumDescriptor {
+	return file_llmscaler_v1_fleet_proto_enumTypes[3].Descriptor()
+}
+
+func (SloMetric) Type() protoreflect.EnumType {
+	return &file_llmscaler_v1_fleet_proto_enumTypes[3]
+}
+
+func (x SloMetric) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SloMetric.Descriptor instead.
+func (SloMetric) EnumDescriptor() ([]byte, []int) {
+	return file_llmscaler_v1_fleet_proto_rawDescGZIP(), []int{3}
+}
+
 // Gpu is one GPU as an agent found it at start: what it is, not how busy it is.
 type Gpu struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -872,9 +984,26 @@ func (x *Node) GetDraining() bool {
 	return false
 }
 
-// ThresholdPolicy is the seed notebook's fixed-threshold rule; the engine issue adds its settings.
+// ThresholdPolicy is the seed notebook's rule: scale up by one if any of the queue, the
+// response time or the GPU utilization is above its up threshold; scale down by one only if all
+// are below their down thresholds; nothing else changes until the cooldown has passed. Unset
+// fields take the seed's defaults (in brackets).
 type ThresholdPolicy struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// queue_up: scale up when the deployment's queue (requests waiting) is above this [10].
+	QueueUp *float64 `protobuf:"fixed64,1,opt,name=queue_up,json=queueUp,proto3,oneof" json:"queue_up,omitempty"`
+	// response_time_up: scale up when the mean end-to-end response time is above this [5 s].
+	ResponseTimeUp *durationpb.Duration `protobuf:"bytes,2,opt,name=response_time_up,json=responseTimeUp,proto3" json:"response_time_up,omitempty"`
+	// gpu_utilization_up_percent: scale up when the mean GPU utilization is above this [85].
+	GpuUtilizationUpPercent *float64 `protobuf:"fixed64,3,opt,name=gpu_utilization_up_percent,json=gpuUtilizationUpPercent,proto3,oneof" json:"gpu_utilization_up_percent,omitempty"`
+	// queue_down: scale down only when the queue is below this [2]...
+	QueueDown *float64 `protobuf:"fixed64,4,opt,name=queue_down,json=queueDown,proto3,oneof" json:"queue_down,omitempty"`
+	// response_time_down: ...and the response time is below this [1 s]...
+	ResponseTimeDown *durationpb.Duration `protobuf:"bytes,5,opt,name=response_time_down,json=responseTimeDown,proto3" json:"response_time_down,omitempty"`
+	// gpu_utilization_down_percent: ...and GPU utilization is below this [30].
+	GpuUtilizationDownPercent *float64 `protobuf:"fixed64,6,opt,name=gpu_utilization_down_percent,json=gpuUtilizationDownPercent,proto3,oneof" json:"gpu_utilization_down_percent,omitempty"`
+	// cooldown after any scaling [300 s].
+	Cooldown      *durationpb.Duration `protobuf:"bytes,7,opt,name=cooldown,proto3" json:"cooldown,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -909,11 +1038,79 @@ func (*ThresholdPolicy) Descriptor() ([]byte, []int) {
 	return file_llmscaler_v1_fleet_proto_rawDescGZIP(), []int{6}
 }
 
-// TargetPolicy is target tracking as in the Kubernetes HPA; the engine issue adds its settings.
+func (x *ThresholdPolicy) GetQueueUp() float64 {
+	if x != nil && x.QueueUp != nil {
+		return *x.QueueUp
+	}
+	return 0
+}
+
+func (x *ThresholdPolicy) GetResponseTimeUp() *durationpb.Duration {
+	if x != nil {
+		return x.ResponseTimeUp
+	}
+	return nil
+}
+
+func (x *ThresholdPolicy) GetGpuUtilizationUpPercent() float64 {
+	if x != nil && x.GpuUtilizationUpPercent != nil {
+		return *x.GpuUtilizationUpPercent
+	}
+	return 0
+}
+
+func (x *ThresholdPolicy) GetQueueDown() float64 {
+	if x != nil && x.QueueDown != nil {
+		return *x.QueueDown
+	}
+	return 0
+}
+
+func (x *ThresholdPolicy) GetResponseTimeDown() *durationpb.Duration {
+	if x != nil {
+		return x.ResponseTimeDown
+	}
+	return nil
+}
+
+func (x *ThresholdPolicy) GetGpuUtilizationDownPercent() float64 {
+	if x != nil && x.GpuUtilizationDownPercent != nil {
+		return *x.GpuUtilizationDownPercent
+	}
+	return 0
+}
+
+func (x *ThresholdPolicy) GetCooldown() *durationpb.Duration {
+	if x != nil {
+		return x.Cooldown
+	}
+	return nil
+}
+
+// TargetPolicy is target tracking as the Kubernetes HPA does it:
+// desired = ceil(current x metric / target), unless the ratio is within the tolerance.
 type TargetPolicy struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// metric is what to track [TARGET_METRIC_IN_FLIGHT].
+	Metric TargetMetric `protobuf:"varint,1,opt,name=metric,proto3,enum=llmscaler.v1.TargetMetric" json:"metric,omitempty"`
+	// target is the per-replica value to hold the metric at; required, > 0.
+	Target float64 `protobuf:"fixed64,2,opt,name=target,proto3" json:"target,omitempty"`
+	// tolerance: no change while |metric/target - 1| <= tolerance [0.1].
+	Tolerance *float64 `protobuf:"fixed64,3,opt,name=tolerance,proto3,oneof" json:"tolerance,omitempty"`
+	// scale_up_stabilization: scale up to the lowest recommendation of this window [0 s].
+	ScaleUpStabilization *durationpb.Duration `protobuf:"bytes,4,opt,name=scale_up_stabilization,json=scaleUpStabilization,proto3" json:"scale_up_stabilization,omitempty"`
+	// scale_down_stabilization: scale down to the highest recommendation of this window [300 s].
+	ScaleDownStabilization *durationpb.Duration `protobuf:"bytes,5,opt,name=scale_down_stabilization,json=scaleDownStabilization,proto3" json:"scale_down_stabilization,omitempty"`
+	// Rate limits, as HPA's behavior policies: at most the larger of max_scale_up_replicas
+	// [4] and max_scale_up_percent [100] of the current count per scale_up_period [15 s]; at
+	// most max_scale_down_percent [100] per scale_down_period [15 s].
+	MaxScaleUpReplicas  *uint32              `protobuf:"varint,6,opt,name=max_scale_up_replicas,json=maxScaleUpReplicas,proto3,oneof" json:"max_scale_up_replicas,omitempty"`
+	MaxScaleUpPercent   *float64             `protobuf:"fixed64,7,opt,name=max_scale_up_percent,json=maxScaleUpPercent,proto3,oneof" json:"max_scale_up_percent,omitempty"`
+	ScaleUpPeriod       *durationpb.Duration `protobuf:"bytes,8,opt,name=scale_up_period,json=scaleUpPeriod,proto3" json:"scale_up_period,omitempty"`
+	MaxScaleDownPercent *float64             `protobuf:"fixed64,9,opt,name=max_scale_down_percent,json=maxScaleDownPercent,proto3,oneof" json:"max_scale_down_percent,omitempty"`
+	ScaleDownPeriod     *durationpb.Duration `protobuf:"bytes,10,opt,name=scale_down_period,json=scaleDownPeriod,proto3" json:"scale_down_period,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *TargetPolicy) Reset() {
@@ -946,9 +1143,95 @@ func (*TargetPolicy) Descriptor() ([]byte, []int) {
 	return file_llmscaler_v1_fleet_proto_rawDescGZIP(), []int{7}
 }
 
-// SloPolicy keeps a latency SLO with as few GPUs as possible; the engine issue adds its settings.
+func (x *TargetPolicy) GetMetric() TargetMetric {
+	if x != nil {
+		return x.Metric
+	}
+	return TargetMetric_TARGET_METRIC_UNSPECIFIED
+}
+
+func (x *TargetPolicy) GetTarget() float64 {
+	if x != nil {
+		return x.Target
+	}
+	return 0
+}
+
+func (x *TargetPolicy) GetTolerance() float64 {
+	if x != nil && x.Tolerance != nil {
+		return *x.Tolerance
+	}
+	return 0
+}
+
+func (x *TargetPolicy) GetScaleUpStabilization() *durationpb.Duration {
+	if x != nil {
+		return x.ScaleUpStabilization
+	}
+	return nil
+}
+
+func (x *TargetPolicy) GetScaleDownStabilization() *durationpb.Duration {
+	if x != nil {
+		return x.ScaleDownStabilization
+	}
+	return nil
+}
+
+func (x *TargetPolicy) GetMaxScaleUpReplicas() uint32 {
+	if x != nil && x.MaxScaleUpReplicas != nil {
+		return *x.MaxScaleUpReplicas
+	}
+	return 0
+}
+
+func (x *TargetPolicy) GetMaxScaleUpPercent() float64 {
+	if x != nil && x.MaxScaleUpPercent != nil {
+		return *x.MaxScaleUpPercent
+	}
+	return 0
+}
+
+func (x *TargetPolicy) GetScaleUpPeriod() *durationpb.Duration {
+	if x != nil {
+		return x.ScaleUpPeriod
+	}
+	return nil
+}
+
+func (x *TargetPolicy) GetMaxScaleDownPercent() float64 {
+	if x != nil && x.MaxScaleDownPercent != nil {
+		return *x.MaxScaleDownPercent
+	}
+	return 0
+}
+
+func (x *TargetPolicy) GetScaleDownPeriod() *durationpb.Duration {
+	if x != nil {
+		return x.ScaleDownPeriod
+	}
+	return nil
+}
+
+// SloPolicy keeps a latency SLO with as few replicas as possible: it sizes the deployment from
+// the arrival rate and each replica's measured capacity plus headroom, reacts at once to a
+// burst in the short (panic) window, counts starting replicas as capacity on the way, and
+// scales down one step at a time only after the stable window has shown spare capacity for a
+// delay, and only with fresh data from every replica. The default policy.
 type SloPolicy struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// metric [SLO_METRIC_TTFT] at percentile [95] must stay at or under target [2 s].
+	Metric     SloMetric            `protobuf:"varint,1,opt,name=metric,proto3,enum=llmscaler.v1.SloMetric" json:"metric,omitempty"`
+	Percentile *float64             `protobuf:"fixed64,2,opt,name=percentile,proto3,oneof" json:"percentile,omitempty"`
+	Target     *durationpb.Duration `protobuf:"bytes,3,opt,name=target,proto3" json:"target,omitempty"`
+	// headroom: capacity kept above the measured demand, as a share [0.2].
+	Headroom *float64 `protobuf:"fixed64,4,opt,name=headroom,proto3,oneof" json:"headroom,omitempty"`
+	// prior_requests_per_second: a replica's capacity before any is measured [2].
+	PriorRequestsPerSecond *float64 `protobuf:"fixed64,5,opt,name=prior_requests_per_second,json=priorRequestsPerSecond,proto3,oneof" json:"prior_requests_per_second,omitempty"`
+	// scale_down_delay: spare capacity must have lasted this long [120 s].
+	ScaleDownDelay *durationpb.Duration `protobuf:"bytes,6,opt,name=scale_down_delay,json=scaleDownDelay,proto3" json:"scale_down_delay,omitempty"`
+	// panic_max_step: the most replicas one panic decision adds [10].
+	PanicMaxStep  *uint32 `protobuf:"varint,7,opt,name=panic_max_step,json=panicMaxStep,proto3,oneof" json:"panic_max_step,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -983,9 +1266,60 @@ func (*SloPolicy) Descriptor() ([]byte, []int) {
 	return file_llmscaler_v1_fleet_proto_rawDescGZIP(), []int{8}
 }
 
-// Policy chooses how a deployment is autoscaled. Unset means the default, slo.
+func (x *SloPolicy) GetMetric() SloMetric {
+	if x != nil {
+		return x.Metric
+	}
+	return SloMetric_SLO_METRIC_UNSPECIFIED
+}
+
+func (x *SloPolicy) GetPercentile() float64 {
+	if x != nil && x.Percentile != nil {
+		return *x.Percentile
+	}
+	return 0
+}
+
+func (x *SloPolicy) GetTarget() *durationpb.Duration {
+	if x != nil {
+		return x.Target
+	}
+	return nil
+}
+
+func (x *SloPolicy) GetHeadroom() float64 {
+	if x != nil && x.Headroom != nil {
+		return *x.Headroom
+	}
+	return 0
+}
+
+func (x *SloPolicy) GetPriorRequestsPerSecond() float64 {
+	if x != nil && x.PriorRequestsPerSecond != nil {
+		return *x.PriorRequestsPerSecond
+	}
+	return 0
+}
+
+func (x *SloPolicy) GetScaleDownDelay() *durationpb.Duration {
+	if x != nil {
+		return x.ScaleDownDelay
+	}
+	return nil
+}
+
+func (x *SloPolicy) GetPanicMaxStep() uint32 {
+	if x != nil && x.PanicMaxStep != nil {
+		return *x.PanicMaxStep
+	}
+	return 0
+}
+
+// Policy chooses how a deployment is autoscaled. Changes apply on the next tick.
 type Policy struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
+	// kind is the policy; unset means slo with its defaults.
+	//
 	// Types that are valid to be assigned to Kind:
 	//
 	//	*Policy_Threshold
@@ -993,7 +1327,13 @@ type Policy struct {
 	//	*Policy_Slo
 	Kind isPolicy_Kind `protobuf_oneof:"kind"`
 	// dry_run makes the policy decide and journal without acting.
-	DryRun        bool `protobuf:"varint,4,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	DryRun bool `protobuf:"varint,4,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// max_step bounds the replicas one decision adds or removes [threshold 1, target none, slo 4
+	// up outside panic and 1 down].
+	MaxStep *uint32 `protobuf:"varint,5,opt,name=max_step,json=maxStep,proto3,oneof" json:"max_step,omitempty"`
+	// stable_window [60 s] and panic_window [6 s]: the long and short windows the policy reads.
+	StableWindow  *durationpb.Duration `protobuf:"bytes,6,opt,name=stable_window,json=stableWindow,proto3" json:"stable_window,omitempty"`
+	PanicWindow   *durationpb.Duration `protobuf:"bytes,7,opt,name=panic_window,json=panicWindow,proto3" json:"panic_window,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1067,6 +1407,27 @@ func (x *Policy) GetDryRun() bool {
 		return x.DryRun
 	}
 	return false
+}
+
+func (x *Policy) GetMaxStep() uint32 {
+	if x != nil && x.MaxStep != nil {
+		return *x.MaxStep
+	}
+	return 0
+}
+
+func (x *Policy) GetStableWindow() *durationpb.Duration {
+	if x != nil {
+		return x.StableWindow
+	}
+	return nil
+}
+
+func (x *Policy) GetPanicWindow() *durationpb.Duration {
+	if x != nil {
+		return x.PanicWindow
+	}
+	return nil
 }
 
 type isPolicy_Kind interface {
@@ -1574,16 +1935,61 @@ const file_llmscaler_v1_fleet_proto_rawDesc = "" +
 	"\bdraining\x18\x10 \x01(\bR\bdraining\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x11\n" +
-	"\x0fThresholdPolicy\"\x0e\n" +
-	"\fTargetPolicy\"\v\n" +
-	"\tSloPolicy\"\xcb\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xfe\x03\n" +
+	"\x0fThresholdPolicy\x12\x1e\n" +
+	"\bqueue_up\x18\x01 \x01(\x01H\x00R\aqueueUp\x88\x01\x01\x12C\n" +
+	"\x10response_time_up\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x0eresponseTimeUp\x12@\n" +
+	"\x1agpu_utilization_up_percent\x18\x03 \x01(\x01H\x01R\x17gpuUtilizationUpPercent\x88\x01\x01\x12\"\n" +
+	"\n" +
+	"queue_down\x18\x04 \x01(\x01H\x02R\tqueueDown\x88\x01\x01\x12G\n" +
+	"\x12response_time_down\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x10responseTimeDown\x12D\n" +
+	"\x1cgpu_utilization_down_percent\x18\x06 \x01(\x01H\x03R\x19gpuUtilizationDownPercent\x88\x01\x01\x125\n" +
+	"\bcooldown\x18\a \x01(\v2\x19.google.protobuf.DurationR\bcooldownB\v\n" +
+	"\t_queue_upB\x1d\n" +
+	"\x1b_gpu_utilization_up_percentB\r\n" +
+	"\v_queue_downB\x1f\n" +
+	"\x1d_gpu_utilization_down_percent\"\xb1\x05\n" +
+	"\fTargetPolicy\x122\n" +
+	"\x06metric\x18\x01 \x01(\x0e2\x1a.llmscaler.v1.TargetMetricR\x06metric\x12\x16\n" +
+	"\x06target\x18\x02 \x01(\x01R\x06target\x12!\n" +
+	"\ttolerance\x18\x03 \x01(\x01H\x00R\ttolerance\x88\x01\x01\x12O\n" +
+	"\x16scale_up_stabilization\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x14scaleUpStabilization\x12S\n" +
+	"\x18scale_down_stabilization\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x16scaleDownStabilization\x126\n" +
+	"\x15max_scale_up_replicas\x18\x06 \x01(\rH\x01R\x12maxScaleUpReplicas\x88\x01\x01\x124\n" +
+	"\x14max_scale_up_percent\x18\a \x01(\x01H\x02R\x11maxScaleUpPercent\x88\x01\x01\x12A\n" +
+	"\x0fscale_up_period\x18\b \x01(\v2\x19.google.protobuf.DurationR\rscaleUpPeriod\x128\n" +
+	"\x16max_scale_down_percent\x18\t \x01(\x01H\x03R\x13maxScaleDownPercent\x88\x01\x01\x12E\n" +
+	"\x11scale_down_period\x18\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\x0fscaleDownPeriodB\f\n" +
+	"\n" +
+	"_toleranceB\x18\n" +
+	"\x16_max_scale_up_replicasB\x17\n" +
+	"\x15_max_scale_up_percentB\x19\n" +
+	"\x17_max_scale_down_percent\"\xb2\x03\n" +
+	"\tSloPolicy\x12/\n" +
+	"\x06metric\x18\x01 \x01(\x0e2\x17.llmscaler.v1.SloMetricR\x06metric\x12#\n" +
+	"\n" +
+	"percentile\x18\x02 \x01(\x01H\x00R\n" +
+	"percentile\x88\x01\x01\x121\n" +
+	"\x06target\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x06target\x12\x1f\n" +
+	"\bheadroom\x18\x04 \x01(\x01H\x01R\bheadroom\x88\x01\x01\x12>\n" +
+	"\x19prior_requests_per_second\x18\x05 \x01(\x01H\x02R\x16priorRequestsPerSecond\x88\x01\x01\x12C\n" +
+	"\x10scale_down_delay\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x0escaleDownDelay\x12)\n" +
+	"\x0epanic_max_step\x18\a \x01(\rH\x03R\fpanicMaxStep\x88\x01\x01B\r\n" +
+	"\v_percentileB\v\n" +
+	"\t_headroomB\x1c\n" +
+	"\x1a_prior_requests_per_secondB\x11\n" +
+	"\x0f_panic_max_step\"\xf6\x02\n" +
 	"\x06Policy\x12=\n" +
 	"\tthreshold\x18\x01 \x01(\v2\x1d.llmscaler.v1.ThresholdPolicyH\x00R\tthreshold\x124\n" +
 	"\x06target\x18\x02 \x01(\v2\x1a.llmscaler.v1.TargetPolicyH\x00R\x06target\x12+\n" +
 	"\x03slo\x18\x03 \x01(\v2\x17.llmscaler.v1.SloPolicyH\x00R\x03slo\x12\x17\n" +
-	"\adry_run\x18\x04 \x01(\bR\x06dryRunB\x06\n" +
-	"\x04kind\"\x98\x03\n" +
+	"\adry_run\x18\x04 \x01(\bR\x06dryRun\x12\x1e\n" +
+	"\bmax_step\x18\x05 \x01(\rH\x01R\amaxStep\x88\x01\x01\x12>\n" +
+	"\rstable_window\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\fstableWindow\x12<\n" +
+	"\fpanic_window\x18\a \x01(\v2\x19.google.protobuf.DurationR\vpanicWindowB\x06\n" +
+	"\x04kindB\v\n" +
+	"\t_max_step\"\x98\x03\n" +
 	"\x0eDeploymentSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aprofile\x18\x02 \x01(\tR\aprofile\x12(\n" +
@@ -1636,7 +2042,17 @@ const file_llmscaler_v1_fleet_proto_rawDesc = "" +
 	"\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14NODE_STATE_CONNECTED\x10\x01\x12\x1b\n" +
 	"\x17NODE_STATE_DISCONNECTED\x10\x02\x12\x13\n" +
-	"\x0fNODE_STATE_LOST\x10\x03B?Z=github.com/llmscaler/llmscaler/proto/llmscaler/v1;llmscalerv1b\x06proto3"
+	"\x0fNODE_STATE_LOST\x10\x03*\xa4\x01\n" +
+	"\fTargetMetric\x12\x1d\n" +
+	"\x19TARGET_METRIC_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17TARGET_METRIC_IN_FLIGHT\x10\x01\x12\x19\n" +
+	"\x15TARGET_METRIC_WAITING\x10\x02\x12\x1a\n" +
+	"\x16TARGET_METRIC_KV_CACHE\x10\x03\x12!\n" +
+	"\x1dTARGET_METRIC_GPU_UTILIZATION\x10\x04*P\n" +
+	"\tSloMetric\x12\x1a\n" +
+	"\x16SLO_METRIC_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fSLO_METRIC_TTFT\x10\x01\x12\x12\n" +
+	"\x0eSLO_METRIC_E2E\x10\x02B?Z=github.com/llmscaler/llmscaler/proto/llmscaler/v1;llmscalerv1b\x06proto3"
 
 var (
 	file_llmscaler_v1_fleet_proto_rawDescOnce sync.Once
@@ -1650,64 +2066,79 @@ func file_llmscaler_v1_fleet_proto_rawDescGZIP() []byte {
 	return file_llmscaler_v1_fleet_proto_rawDescData
 }
 
-var file_llmscaler_v1_fleet_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_llmscaler_v1_fleet_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
 var file_llmscaler_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_llmscaler_v1_fleet_proto_goTypes = []any{
 	(InstancePhase)(0),            // 0: llmscaler.v1.InstancePhase
 	(NodeState)(0),                // 1: llmscaler.v1.NodeState
-	(*Gpu)(nil),                   // 2: llmscaler.v1.Gpu
-	(*GpuSample)(nil),             // 3: llmscaler.v1.GpuSample
-	(*LatencySummary)(nil),        // 4: llmscaler.v1.LatencySummary
-	(*QueueMetrics)(nil),          // 5: llmscaler.v1.QueueMetrics
-	(*InstanceStatus)(nil),        // 6: llmscaler.v1.InstanceStatus
-	(*Node)(nil),                  // 7: llmscaler.v1.Node
-	(*ThresholdPolicy)(nil),       // 8: llmscaler.v1.ThresholdPolicy
-	(*TargetPolicy)(nil),          // 9: llmscaler.v1.TargetPolicy
-	(*SloPolicy)(nil),             // 10: llmscaler.v1.SloPolicy
-	(*Policy)(nil),                // 11: llmscaler.v1.Policy
-	(*DeploymentSpec)(nil),        // 12: llmscaler.v1.DeploymentSpec
-	(*ScaleState)(nil),            // 13: llmscaler.v1.ScaleState
-	(*Deployment)(nil),            // 14: llmscaler.v1.Deployment
-	(*DeploymentStatus)(nil),      // 15: llmscaler.v1.DeploymentStatus
-	(*ControllerInfo)(nil),        // 16: llmscaler.v1.ControllerInfo
-	nil,                           // 17: llmscaler.v1.Node.LabelsEntry
-	nil,                           // 18: llmscaler.v1.DeploymentSpec.NodeSelectorEntry
-	nil,                           // 19: llmscaler.v1.DeploymentStatus.ReplicasEntry
-	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 21: google.protobuf.Duration
+	(TargetMetric)(0),             // 2: llmscaler.v1.TargetMetric
+	(SloMetric)(0),                // 3: llmscaler.v1.SloMetric
+	(*Gpu)(nil),                   // 4: llmscaler.v1.Gpu
+	(*GpuSample)(nil),             // 5: llmscaler.v1.GpuSample
+	(*LatencySummary)(nil),        // 6: llmscaler.v1.LatencySummary
+	(*QueueMetrics)(nil),          // 7: llmscaler.v1.QueueMetrics
+	(*InstanceStatus)(nil),        // 8: llmscaler.v1.InstanceStatus
+	(*Node)(nil),                  // 9: llmscaler.v1.Node
+	(*ThresholdPolicy)(nil),       // 10: llmscaler.v1.ThresholdPolicy
+	(*TargetPolicy)(nil),          // 11: llmscaler.v1.TargetPolicy
+	(*SloPolicy)(nil),             // 12: llmscaler.v1.SloPolicy
+	(*Policy)(nil),                // 13: llmscaler.v1.Policy
+	(*DeploymentSpec)(nil),        // 14: llmscaler.v1.DeploymentSpec
+	(*ScaleState)(nil),            // 15: llmscaler.v1.ScaleState
+	(*Deployment)(nil),            // 16: llmscaler.v1.Deployment
+	(*DeploymentStatus)(nil),      // 17: llmscaler.v1.DeploymentStatus
+	(*ControllerInfo)(nil),        // 18: llmscaler.v1.ControllerInfo
+	nil,                           // 19: llmscaler.v1.Node.LabelsEntry
+	nil,                           // 20: llmscaler.v1.DeploymentSpec.NodeSelectorEntry
+	nil,                           // 21: llmscaler.v1.DeploymentStatus.ReplicasEntry
+	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 23: google.protobuf.Duration
 }
 var file_llmscaler_v1_fleet_proto_depIdxs = []int32{
-	4,  // 0: llmscaler.v1.QueueMetrics.ttft:type_name -> llmscaler.v1.LatencySummary
-	4,  // 1: llmscaler.v1.QueueMetrics.e2e_latency:type_name -> llmscaler.v1.LatencySummary
-	20, // 2: llmscaler.v1.QueueMetrics.scraped_at:type_name -> google.protobuf.Timestamp
+	6,  // 0: llmscaler.v1.QueueMetrics.ttft:type_name -> llmscaler.v1.LatencySummary
+	6,  // 1: llmscaler.v1.QueueMetrics.e2e_latency:type_name -> llmscaler.v1.LatencySummary
+	22, // 2: llmscaler.v1.QueueMetrics.scraped_at:type_name -> google.protobuf.Timestamp
 	0,  // 3: llmscaler.v1.InstanceStatus.phase:type_name -> llmscaler.v1.InstancePhase
-	20, // 4: llmscaler.v1.InstanceStatus.started_at:type_name -> google.protobuf.Timestamp
-	20, // 5: llmscaler.v1.InstanceStatus.ready_at:type_name -> google.protobuf.Timestamp
-	21, // 6: llmscaler.v1.InstanceStatus.cold_start:type_name -> google.protobuf.Duration
-	5,  // 7: llmscaler.v1.InstanceStatus.metrics:type_name -> llmscaler.v1.QueueMetrics
-	17, // 8: llmscaler.v1.Node.labels:type_name -> llmscaler.v1.Node.LabelsEntry
-	2,  // 9: llmscaler.v1.Node.gpus:type_name -> llmscaler.v1.Gpu
+	22, // 4: llmscaler.v1.InstanceStatus.started_at:type_name -> google.protobuf.Timestamp
+	22, // 5: llmscaler.v1.InstanceStatus.ready_at:type_name -> google.protobuf.Timestamp
+	23, // 6: llmscaler.v1.InstanceStatus.cold_start:type_name -> google.protobuf.Duration
+	7,  // 7: llmscaler.v1.InstanceStatus.metrics:type_name -> llmscaler.v1.QueueMetrics
+	19, // 8: llmscaler.v1.Node.labels:type_name -> llmscaler.v1.Node.LabelsEntry
+	4,  // 9: llmscaler.v1.Node.gpus:type_name -> llmscaler.v1.Gpu
 	1,  // 10: llmscaler.v1.Node.state:type_name -> llmscaler.v1.NodeState
-	20, // 11: llmscaler.v1.Node.connected_at:type_name -> google.protobuf.Timestamp
-	20, // 12: llmscaler.v1.Node.last_seen:type_name -> google.protobuf.Timestamp
-	20, // 13: llmscaler.v1.Node.disconnected_at:type_name -> google.protobuf.Timestamp
-	3,  // 14: llmscaler.v1.Node.gpu_samples:type_name -> llmscaler.v1.GpuSample
-	8,  // 15: llmscaler.v1.Policy.threshold:type_name -> llmscaler.v1.ThresholdPolicy
-	9,  // 16: llmscaler.v1.Policy.target:type_name -> llmscaler.v1.TargetPolicy
-	10, // 17: llmscaler.v1.Policy.slo:type_name -> llmscaler.v1.SloPolicy
-	18, // 18: llmscaler.v1.DeploymentSpec.node_selector:type_name -> llmscaler.v1.DeploymentSpec.NodeSelectorEntry
-	11, // 19: llmscaler.v1.DeploymentSpec.policy:type_name -> llmscaler.v1.Policy
-	12, // 20: llmscaler.v1.Deployment.spec:type_name -> llmscaler.v1.DeploymentSpec
-	13, // 21: llmscaler.v1.Deployment.scale:type_name -> llmscaler.v1.ScaleState
-	20, // 22: llmscaler.v1.Deployment.created_at:type_name -> google.protobuf.Timestamp
-	20, // 23: llmscaler.v1.Deployment.updated_at:type_name -> google.protobuf.Timestamp
-	15, // 24: llmscaler.v1.Deployment.status:type_name -> llmscaler.v1.DeploymentStatus
-	19, // 25: llmscaler.v1.DeploymentStatus.replicas:type_name -> llmscaler.v1.DeploymentStatus.ReplicasEntry
-	26, // [26:26] is the sub-list for method output_type
-	26, // [26:26] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	22, // 11: llmscaler.v1.Node.connected_at:type_name -> google.protobuf.Timestamp
+	22, // 12: llmscaler.v1.Node.last_seen:type_name -> google.protobuf.Timestamp
+	22, // 13: llmscaler.v1.Node.disconnected_at:type_name -> google.protobuf.Timestamp
+	5,  // 14: llmscaler.v1.Node.gpu_samples:type_name -> llmscaler.v1.GpuSample
+	23, // 15: llmscaler.v1.ThresholdPolicy.response_time_up:type_name -> google.protobuf.Duration
+	23, // 16: llmscaler.v1.ThresholdPolicy.response_time_down:type_name -> google.protobuf.Duration
+	23, // 17: llmscaler.v1.ThresholdPolicy.cooldown:type_name -> google.protobuf.Duration
+	2,  // 18: llmscaler.v1.TargetPolicy.metric:type_name -> llmscaler.v1.TargetMetric
+	23, // 19: llmscaler.v1.TargetPolicy.scale_up_stabilization:type_name -> google.protobuf.Duration
+	23, // 20: llmscaler.v1.TargetPolicy.scale_down_stabilization:type_name -> google.protobuf.Duration
+	23, // 21: llmscaler.v1.TargetPolicy.scale_up_period:type_name -> google.protobuf.Duration
+	23, // 22: llmscaler.v1.TargetPolicy.scale_down_period:type_name -> google.protobuf.Duration
+	3,  // 23: llmscaler.v1.SloPolicy.metric:type_name -> llmscaler.v1.SloMetric
+	23, // 24: llmscaler.v1.SloPolicy.target:type_name -> google.protobuf.Duration
+	23, // 25: llmscaler.v1.SloPolicy.scale_down_delay:type_name -> google.protobuf.Duration
+	10, // 26: llmscaler.v1.Policy.threshold:type_name -> llmscaler.v1.ThresholdPolicy
+	11, // 27: llmscaler.v1.Policy.target:type_name -> llmscaler.v1.TargetPolicy
+	12, // 28: llmscaler.v1.Policy.slo:type_name -> llmscaler.v1.SloPolicy
+	23, // 29: llmscaler.v1.Policy.stable_window:type_name -> google.protobuf.Duration
+	23, // 30: llmscaler.v1.Policy.panic_window:type_name -> google.protobuf.Duration
+	20, // 31: llmscaler.v1.DeploymentSpec.node_selector:type_name -> llmscaler.v1.DeploymentSpec.NodeSelectorEntry
+	13, // 32: llmscaler.v1.DeploymentSpec.policy:type_name -> llmscaler.v1.Policy
+	14, // 33: llmscaler.v1.Deployment.spec:type_name -> llmscaler.v1.DeploymentSpec
+	15, // 34: llmscaler.v1.Deployment.scale:type_name -> llmscaler.v1.ScaleState
+	22, // 35: llmscaler.v1.Deployment.created_at:type_name -> google.protobuf.Timestamp
+	22, // 36: llmscaler.v1.Deployment.updated_at:type_name -> google.protobuf.Timestamp
+	17, // 37: llmscaler.v1.Deployment.status:type_name -> llmscaler.v1.DeploymentStatus
+	21, // 38: llmscaler.v1.DeploymentStatus.replicas:type_name -> llmscaler.v1.DeploymentStatus.ReplicasEntry
+	39, // [39:39] is the sub-list for method output_type
+	39, // [39:39] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_llmscaler_v1_fleet_proto_init() }
@@ -1717,6 +2148,9 @@ func file_llmscaler_v1_fleet_proto_init() {
 	}
 	file_llmscaler_v1_fleet_proto_msgTypes[1].OneofWrappers = []any{}
 	file_llmscaler_v1_fleet_proto_msgTypes[3].OneofWrappers = []any{}
+	file_llmscaler_v1_fleet_proto_msgTypes[6].OneofWrappers = []any{}
+	file_llmscaler_v1_fleet_proto_msgTypes[7].OneofWrappers = []any{}
+	file_llmscaler_v1_fleet_proto_msgTypes[8].OneofWrappers = []any{}
 	file_llmscaler_v1_fleet_proto_msgTypes[9].OneofWrappers = []any{
 		(*Policy_Threshold)(nil),
 		(*Policy_Target)(nil),
@@ -1728,7 +2162,7 @@ func file_llmscaler_v1_fleet_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llmscaler_v1_fleet_proto_rawDesc), len(file_llmscaler_v1_fleet_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      4,
 			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
