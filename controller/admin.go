@@ -179,22 +179,11 @@ func (c *Controller) fillStatus(d *llmscalerv1.Deployment) {
 	if t == nil {
 		return
 	}
-	st := &llmscalerv1.DeploymentStatus{DesiredReplicas: desiredReplicas(d), Replicas: map[string]uint32{}, Message: t.reconciler.status(d.GetSpec().GetName())}
+	st := &llmscalerv1.DeploymentStatus{DesiredReplicas: t.reconciler.desired(d), Replicas: map[string]uint32{}, Message: t.reconciler.status(d.GetSpec().GetName())}
 	for _, in := range t.fleet.instances(d.GetSpec().GetName(), "") {
 		st.Replicas[phaseName(in.GetStatus().GetPhase())]++
 	}
 	d.Status = st
-}
-
-// desiredReplicas is the count the controller drives a deployment towards: the count set by
-// hand if any (kept within [1, max_replicas]), else the minimum (the autoscaling engine
-// replaces the minimum).
-func desiredReplicas(d *llmscalerv1.Deployment) uint32 {
-	sp := d.GetSpec()
-	if m := d.GetScale().ManualReplicas; m != nil {
-		return min(max(*m, 1), sp.GetMaxReplicas())
-	}
-	return sp.GetMinReplicas()
 }
 
 func (s adminService) DeleteDeployment(ctx context.Context, r *llmscalerv1.DeleteDeploymentRequest) (*llmscalerv1.DeleteDeploymentResponse, error) {
@@ -268,8 +257,28 @@ func (s adminService) ListInstances(ctx context.Context, r *llmscalerv1.ListInst
 	return &llmscalerv1.ListInstancesResponse{Instances: t.fleet.instances(r.GetDeployment(), r.GetNodeId())}, nil
 }
 
-func (s adminService) ListDecisions(context.Context, *llmscalerv1.ListDecisionsRequest) (*llmscalerv1.ListDecisionsResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "ListDecisions needs the autoscaling engine and its decision journal (engine issue); not built yet")
+func (s adminService) ListDecisions(ctx context.Context, r *llmscalerv1.ListDecisionsRequest) (*llmscalerv1.ListDecisionsResponse, error) {
+	if err := names.DeploymentName(r.GetDeployment()); err != nil {
+		return nil, badField("deployment", "%v", err).grpcStatus()
+	}
+	if r.GetLimit() > journalMemory {
+		return nil, badField("limit", "%d, at most %d", r.GetLimit(), journalMemory).grpcStatus()
+	}
+	t, err := s.leaderTerm()
+	if err != nil {
+		return nil, err
+	}
+	limit := int(r.GetLimit())
+	if limit == 0 {
+		limit = 20
+	}
+	ds := t.engine.journal.recent(r.GetDeployment(), limit)
+	if len(ds) == 0 {
+		if _, _, err := s.c.store.getDeployment(ctx, r.GetDeployment()); err != nil {
+			return nil, storeError(err)
+		}
+	}
+	return &llmscalerv1.ListDecisionsResponse{Decisions: ds}, nil
 }
 
 func (s adminService) WatchEvents(r *llmscalerv1.WatchEventsRequest, stream llmscalerv1.AdminService_WatchEventsServer) error {

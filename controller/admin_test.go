@@ -21,6 +21,7 @@ func goodSpec() *llmscalerv1.DeploymentSpec {
 
 func TestApplyDeploymentRefusesBadInput(t *testing.T) {
 	r := startController(t, testConfig(startEtcd(t)))
+	waitLeader(t, r)
 	cli := admin(t, r)
 	ctx := ctxT(t)
 	huge := map[string]string{}
@@ -148,7 +149,7 @@ func TestDeploymentLifecycle(t *testing.T) {
 	}
 }
 
-func TestUnbuiltMethodsSayUnimplemented(t *testing.T) {
+func TestUnknownNamesAreNotFound(t *testing.T) {
 	r := startController(t, testConfig(startEtcd(t)))
 	waitLeader(t, r)
 	cli := admin(t, r)
@@ -156,8 +157,11 @@ func TestUnbuiltMethodsSayUnimplemented(t *testing.T) {
 	if _, err := cli.DrainNode(ctx, &llmscalerv1.DrainNodeRequest{NodeId: "never-seen"}); status.Code(err) != codes.NotFound {
 		t.Fatalf("DrainNode of an unknown node: %v, want NotFound", err)
 	}
-	if _, err := cli.ListDecisions(ctx, &llmscalerv1.ListDecisionsRequest{Deployment: "x"}); status.Code(err) != codes.Unimplemented {
-		t.Fatalf("ListDecisions: %v, want Unimplemented", err)
+	if _, err := cli.ListDecisions(ctx, &llmscalerv1.ListDecisionsRequest{Deployment: "x"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("ListDecisions of an unknown deployment: %v, want NotFound", err)
+	}
+	if _, err := cli.ListDecisions(ctx, &llmscalerv1.ListDecisionsRequest{Deployment: "Bad_Name"}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("ListDecisions with a bad name: %v, want InvalidArgument", err)
 	}
 }
 

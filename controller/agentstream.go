@@ -271,6 +271,7 @@ func (c *Controller) handleAgentMessage(t *term, nodeID string, m *llmscalerv1.C
 	case *llmscalerv1.ConnectRequest_Report:
 		c.metrics.messages.WithLabelValues("report").Inc()
 		t.fleet.report(nodeID, msg.Report)
+		t.engine.poke()
 	case *llmscalerv1.ConnectRequest_Heartbeat:
 		c.metrics.messages.WithLabelValues("heartbeat").Inc()
 		t.fleet.touch(nodeID)

@@ -30,6 +30,7 @@ var leaderMethods = map[string]bool{
 	llmscalerv1.AdminService_GetDeployment_FullMethodName:    true,
 	llmscalerv1.AdminService_ListDeployments_FullMethodName:  true,
 	llmscalerv1.AdminService_ListInstances_FullMethodName:    true,
+	llmscalerv1.AdminService_ListDecisions_FullMethodName:    true,
 	llmscalerv1.AdminService_WatchEvents_FullMethodName:      true,
 	llmscalerv1.AdminService_GetClusterStatus_FullMethodName: true,
 }

@@ -25,6 +25,7 @@ type term struct {
 	fence      fence
 	fleet      *fleet
 	reconciler *reconciler
+	engine     *engine
 	since      time.Time
 	log        hclog.Logger
 }
@@ -40,6 +41,7 @@ func (c *Controller) lead(ctx context.Context, key string, epoch int64, log hclo
 		log:   log,
 	}
 	t.reconciler = newReconciler(c, t)
+	t.engine = newEngine(c, t)
 	// Every fleet event (a node came or went, an instance changed phase) is worth a pass.
 	t.fleet = newFleet(c.now, c.cfg.NodeGrace, func(e *llmscalerv1.Event) {
 		c.events.publish(e)
@@ -59,6 +61,9 @@ func (c *Controller) lead(ctx context.Context, key string, epoch int64, log hclo
 		return err
 	}
 	t.reconciler.setDeployments(deps)
+	if err := t.engine.load(gctx, deps); err != nil {
+		return err
+	}
 
 	c.setTerm(t)
 	defer c.setTerm(nil)
@@ -70,6 +75,7 @@ func (c *Controller) lead(ctx context.Context, key string, epoch int64, log hclo
 	g.Go(func() error { return c.watchCordons(gctx, t, cordonRev) })
 	g.Go(func() error { return c.watchDeployments(gctx, t, deployRev) })
 	g.Go(func() error { return t.reconciler.run(gctx) })
+	g.Go(func() error { return t.engine.run(gctx) })
 	err = g.Wait()
 	if ctx.Err() != nil && !errors.Is(err, errFenced) {
 		return nil
@@ -165,12 +171,14 @@ func (c *Controller) watchDeployments(ctx context.Context, t *term, rev int64) e
 			if ev.Type == clientv3.EventTypeDelete {
 				e.Type, e.Message = llmscalerv1.EventType_EVENT_TYPE_DEPLOYMENT_DELETED, fmt.Sprintf("deployment %s deleted", name)
 				t.reconciler.deleteDeployment(name)
+				t.engine.remove(ctx, name)
 			} else {
 				e.Type, e.Message = llmscalerv1.EventType_EVENT_TYPE_DEPLOYMENT_APPLIED, describeDeploymentChange(name, ev.Kv.Value, ev.PrevKv)
 				d := &llmscalerv1.Deployment{}
 				if err := proto.Unmarshal(ev.Kv.Value, d); err != nil {
 					t.log.Warn("undecodable deployment", "deployment", name, "error", err)
 				} else {
+					t.engine.put(d)
 					t.reconciler.putDeployment(d)
 				}
 			}

@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/llmscaler/llmscaler/internal/policy"
 	llmscalerv1 "github.com/llmscaler/llmscaler/proto/llmscaler/v1"
 )
 
@@ -18,6 +19,10 @@ type metrics struct {
 	messages      *prometheus.CounterVec
 	commandsSent  prometheus.Counter
 	forwarded     prometheus.Counter
+
+	desired   *prometheus.GaugeVec
+	current   *prometheus.GaugeVec
+	decisions *prometheus.CounterVec
 }
 
 func newMetrics(c *Controller) *metrics {
@@ -37,8 +42,14 @@ func newMetrics(c *Controller) *metrics {
 			Help: "Commands sent to agents."}),
 		forwarded: prometheus.NewCounter(prometheus.CounterOpts{Name: "llmscaler_controller_admin_forwarded_total",
 			Help: "Admin calls this follower forwarded to the leader."}),
+		desired: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "llmscaler_deployment_desired_replicas",
+			Help: "Replicas the autoscaler wants, per deployment (leader only)."}, []string{"deployment"}),
+		current: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "llmscaler_deployment_current_replicas",
+			Help: "Replicas ready or starting when the policy last ran, per deployment (leader only)."}, []string{"deployment"}),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llmscaler_deployment_decisions_total",
+			Help: "Policy evaluations by deployment and kind: scale_up, scale_down, hold (a recommended change that clamps held back), dry_run."}, []string{"deployment", "kind"}),
 	}
-	m.reg.MustRegister(m.isLeader, m.epoch, m.leaderChanges, m.streams, m.messages, m.commandsSent, m.forwarded,
+	m.reg.MustRegister(m.desired, m.current, m.decisions, m.isLeader, m.epoch, m.leaderChanges, m.streams, m.messages, m.commandsSent, m.forwarded,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		nodeCollector{c})
 	return m
@@ -76,4 +87,20 @@ func stateName(s llmscalerv1.NodeState) string {
 		return str[len(pfx):]
 	}
 	return str
+}
+
+// observeDecision updates the per-deployment metrics after one evaluation.
+func (m *metrics) observeDecision(dep string, d policy.Decision, acted bool) {
+	m.desired.WithLabelValues(dep).Set(float64(d.Desired))
+	m.current.WithLabelValues(dep).Set(float64(d.Current))
+	switch {
+	case d.DryRun && d.Recommended != d.Current:
+		m.decisions.WithLabelValues(dep, "dry_run").Inc()
+	case acted && d.Desired > d.Current:
+		m.decisions.WithLabelValues(dep, "scale_up").Inc()
+	case acted && d.Desired < d.Current:
+		m.decisions.WithLabelValues(dep, "scale_down").Inc()
+	case d.Recommended != d.Current:
+		m.decisions.WithLabelValues(dep, "hold").Inc()
+	}
 }

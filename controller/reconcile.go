@@ -94,7 +94,7 @@ type placed struct {
 // plan compares desired and reported state and decides what to start and stop. It is pure:
 // it reads the fleet, the deployments and the remembered state, and returns actions and a
 // status message per deployment. The caller sends the actions and updates the state.
-func plan(now time.Time, deployments map[string]*llmscalerv1.Deployment, nodes []nodeSnapshot, st *reconcileState, newID func(deployment string) string) ([]startAction, []stopAction, map[string]string) {
+func plan(now time.Time, deployments map[string]*llmscalerv1.Deployment, nodes []nodeSnapshot, st *reconcileState, newID func(deployment string) string, desiredOf func(*llmscalerv1.Deployment) uint32) ([]startAction, []stopAction, map[string]string) {
 	var starts []startAction
 	var stops []stopAction
 	msgs := map[string]string{}
@@ -191,7 +191,7 @@ func plan(now time.Time, deployments map[string]*llmscalerv1.Deployment, nodes [
 		if d == nil {
 			continue
 		}
-		desired := int(desiredReplicas(d))
+		desired := int(desiredOf(d))
 		spec := d.GetSpec()
 		need := desired - len(good) - len(pendingBy[name])
 		if need > 0 {

@@ -203,7 +203,7 @@ func TestPlan(t *testing.T) {
 			if tc.state != nil {
 				tc.state(st)
 			}
-			starts, stops, msgs := plan(t0, deps, tc.nodes, st, idGen())
+			starts, stops, msgs := plan(t0, deps, tc.nodes, st, idGen(), desiredReplicas)
 			if got := strings.Join(startsOn(starts), " "); got != strings.Join(tc.wantStarts, " ") {
 				t.Errorf("starts %q, want %q", got, strings.Join(tc.wantStarts, " "))
 			}
@@ -219,4 +219,13 @@ func TestPlan(t *testing.T) {
 			}
 		})
 	}
+}
+
+// desiredReplicas is the count of a deployment without an autoscaler, for plan tests.
+func desiredReplicas(d *llmscalerv1.Deployment) uint32 {
+	sp := d.GetSpec()
+	if m := d.GetScale().ManualReplicas; m != nil {
+		return min(max(*m, 1), sp.GetMaxReplicas())
+	}
+	return sp.GetMinReplicas()
 }

@@ -95,8 +95,9 @@ func (r *reconciler) run(ctx context.Context) error {
 	}
 }
 
-// pass runs one reconcile: plan, send, remember.
-func (r *reconciler) pass() {
+// pass runs one reconcile: plan, send, remember. It returns the commands it sent, by
+// deployment, in words for the decision journal.
+func (r *reconciler) pass() map[string][]string {
 	now := r.c.now()
 	nodes := r.t.fleet.snapshot()
 
@@ -128,8 +129,9 @@ func (r *reconciler) pass() {
 		}
 	}
 
-	starts, stops, msgs := plan(now, maps.Clone(r.deployments), nodes, r.st, newInstanceID)
+	starts, stops, msgs := plan(now, maps.Clone(r.deployments), nodes, r.st, newInstanceID, r.desired)
 	r.messages = msgs
+	sent := map[string][]string{}
 	for _, a := range starts {
 		cmd := &llmscalerv1.Command{CommandId: newCommandID(), Epoch: r.t.epoch, Action: &llmscalerv1.Command_StartInstance{StartInstance: a.start}}
 		log := r.log.With("deployment", a.start.GetDeployment(), "instance_id", a.start.GetInstanceId(), "node_id", a.nodeID)
@@ -140,6 +142,7 @@ func (r *reconciler) pass() {
 		r.st.pending[a.start.GetInstanceId()] = &pendingStart{commandID: cmd.GetCommandId(), instanceID: a.start.GetInstanceId(),
 			deployment: a.start.GetDeployment(), nodeID: a.nodeID, gpus: a.start.GetGpuIndices(), sentAt: now}
 		log.Info("start sent", "gpus", a.start.GetGpuIndices(), "command_id", cmd.GetCommandId())
+		sent[a.start.GetDeployment()] = append(sent[a.start.GetDeployment()], fmt.Sprintf("start %s on %s (GPUs %v)", a.start.GetInstanceId(), a.nodeID, a.start.GetGpuIndices()))
 		r.c.events.publish(&llmscalerv1.Event{Time: timestamppb.New(now), Type: llmscalerv1.EventType_EVENT_TYPE_INSTANCE_PHASE,
 			NodeId: a.nodeID, Deployment: a.start.GetDeployment(), InstanceId: a.start.GetInstanceId(), Phase: llmscalerv1.InstancePhase_INSTANCE_PHASE_UNSPECIFIED,
 			Message: fmt.Sprintf("start of %s (%s) sent to %s on GPUs %v", a.start.GetInstanceId(), a.start.GetDeployment(), a.nodeID, a.start.GetGpuIndices())})
@@ -154,7 +157,24 @@ func (r *reconciler) pass() {
 		}
 		r.st.stopSent[a.instanceID] = now
 		log.Info("stop sent", "reason", a.reason, "command_id", cmd.GetCommandId())
+		sent[a.deployment] = append(sent[a.deployment], fmt.Sprintf("stop %s on %s (%s)", a.instanceID, a.nodeID, a.reason))
 	}
+	return sent
+}
+
+// desired is the count a deployment is driven towards: the count set by hand if any (1 to
+// max_replicas), else the autoscaler's (within min and max), else min_replicas.
+func (r *reconciler) desired(d *llmscalerv1.Deployment) uint32 {
+	sp := d.GetSpec()
+	if m := d.GetScale().ManualReplicas; m != nil {
+		return min(max(*m, 1), sp.GetMaxReplicas())
+	}
+	if r.t.engine != nil {
+		if n, ok := r.t.engine.desired(sp.GetName()); ok {
+			return min(max(n, sp.GetMinReplicas()), sp.GetMaxReplicas())
+		}
+	}
+	return sp.GetMinReplicas()
 }
 
 // ack learns from an agent's answer to a command: a refused start is given up at once, counted

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"fmt"
+	"strings"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -10,6 +11,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/llmscaler/llmscaler/internal/names"
+	"github.com/llmscaler/llmscaler/internal/policy"
 	llmscalerv1 "github.com/llmscaler/llmscaler/proto/llmscaler/v1"
 )
 
@@ -110,6 +112,14 @@ func validateDeploymentSpec(d *llmscalerv1.DeploymentSpec) *fieldError {
 	}
 	if err := names.Labels(d.GetNodeSelector()); err != nil {
 		return badField(p+"node_selector", "%v", err)
+	}
+	if err := policy.Validate(d.GetPolicy()); err != nil {
+		// policy.Validate names the field: "deployment.policy.<path>: <problem>".
+		field, msg, ok := strings.Cut(err.Error(), ": ")
+		if !ok || !strings.HasPrefix(field, "deployment.policy") {
+			field, msg = p+"policy", err.Error()
+		}
+		return badField(field, "%s", msg)
 	}
 	return nil
 }

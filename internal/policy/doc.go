@@ -1,0 +1,52 @@
+// Package policy decides how many replicas a deployment should have. It is pure: no I/O, no
+// goroutines and no clock; Input carries the time and the window figures, so the controller
+// and the simulator run the same code.
+//
+// An Autoscaler holds one deployment's policy and its state. Each tick the caller closes a
+// window point, reads the stable and panic windows (Autoscaler.Config says which spans) and
+// calls Evaluate, which returns a Decision: the policy's raw recommendation, the clamps that
+// changed it, the desired count and a one-line reason. Evaluate assumes a change is acted on
+// unless the policy is a dry run. The caller journals decisions whose Recommended differs
+// from Current, and changes.
+//
+// # Policies
+//
+// threshold, the seed notebook's rule, on the panic window: up by one if the queue > 10,
+// the mean response time > 5 s or GPU utilization > 85 %; down by one only if all of queue
+// < 2, response < 1 s and GPU < 30 %; nothing changes for 300 s after a change. max_step 1.
+//
+// target, the Kubernetes HPA's target tracking, on the panic window: desired =
+// ceil(ready x metric/target) for a per-replica metric (in flight, waiting, KV cache, GPU
+// utilization), no change within a tolerance of 0.1, starting replicas counted at 0 when
+// scaling up; the lowest recommendation of the last 0 s when scaling up and the highest of
+// the last 300 s when scaling down; at most +max(4, 100 %) and -100 % per 15 s. No max_step.
+//
+// slo, the default: keep TTFT (or E2E) at p95 (or another percentile) under 2 s with as few
+// replicas as possible.
+//   - Capacity: each ready replica's requests/s, measured while its queue stays non-empty,
+//     averaged by an EWMA that starts from prior_requests_per_second [2]; raised to the
+//     throughput a replica demonstrably served with the SLO met, lowered towards the load at
+//     which latency broke the target. Sizing: ceil(arrival x (1 + headroom [0.2]) /
+//     capacity) on the stable window, up by at most 4 per decision.
+//   - Panic: when the panic window shows p95 over target, a queue that cannot drain within
+//     the target, or arrivals above ready capacity by more than Poisson noise explains, scale
+//     up at once to serve the panic arrival rate with headroom and drain the backlog, up to
+//     panic_max_step [10] replicas per decision.
+//   - Starting replicas are capacity arriving at StartingSince + ColdStart: the backlog is
+//     projected to when a replica started now would be ready, with each starting one
+//     draining it from its expected ready time, so the policy adds once and waits instead of
+//     adding again while the first ones load; with slow cold starts the drain is planned over
+//     one cold start rather than the target, so it does not overshoot.
+//   - Scale down by one replica only after the stable window has shown spare capacity (the
+//     demand fits in one replica fewer, with headroom and a 10 % margin) for
+//     scale_down_delay [120 s], each further step a panic window after the last change, with
+//     no replica starting and, as for every policy, fresh data from every replica.
+//
+// # Common clamps
+//
+// In order: the policy's own (cooldown, stabilization, rate_limit, panic max_step), max_step,
+// stale_data (no scale-down while a replica is stale, a live replica never reported, or the
+// windows lack recent points: missing data never causes a scale-down), bounds (min and max
+// replicas, after stale_data so lowering max_replicas still applies), dry_run (the decision
+// is made and journaled, Desired stays Current). Paused decides a hold with clamp paused.
+package policy
