@@ -8,6 +8,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -288,6 +289,10 @@ func (s adminService) WatchEvents(r *llmscalerv1.WatchEventsRequest, stream llms
 	}
 	sub, cancel := s.c.events.subscribe(r)
 	defer cancel()
+	// Headers tell the client it is subscribed: every event from now on will reach it.
+	if err := stream.SendHeader(metadata.MD{}); err != nil {
+		return err
+	}
 	ctx := stream.Context()
 	for {
 		select {
@@ -335,6 +340,8 @@ func (s adminService) GetClusterStatus(ctx context.Context, _ *llmscalerv1.GetCl
 	}
 	resp.Deployments = uint32(cnt.Count)
 	if t := c.currentTerm(); t != nil {
+		// The leader knows it leads before its own election watch says so.
+		resp.Leader, resp.Epoch = c.info, t.epoch
 		fc := t.fleet.counts()
 		resp.NodesConnected = fc.byState[llmscalerv1.NodeState_NODE_STATE_CONNECTED]
 		resp.NodesDisconnected = fc.byState[llmscalerv1.NodeState_NODE_STATE_DISCONNECTED]

@@ -46,6 +46,12 @@ func TestApplyDeploymentRefusesBadInput(t *testing.T) {
 		{"bad selector", func(d *llmscalerv1.DeploymentSpec) { d.NodeSelector = map[string]string{"gpu": "a 100"} }, "deployment.node_selector"},
 		{"unknown field", func(d *llmscalerv1.DeploymentSpec) { d.ProtoReflect().SetUnknown([]byte{0xf8, 0x3e, 0x01}) }, "deployment"},
 		{"oversized", func(d *llmscalerv1.DeploymentSpec) { d.NodeSelector = huge }, "request"},
+		{"target policy without target", func(d *llmscalerv1.DeploymentSpec) {
+			d.Policy = &llmscalerv1.Policy{Kind: &llmscalerv1.Policy_Target{Target: &llmscalerv1.TargetPolicy{}}}
+		}, "deployment.policy.target.target"},
+		{"slo percentile out of range", func(d *llmscalerv1.DeploymentSpec) {
+			d.Policy = &llmscalerv1.Policy{Kind: &llmscalerv1.Policy_Slo{Slo: &llmscalerv1.SloPolicy{Percentile: proto.Float64(100)}}}
+		}, "deployment.policy.slo.percentile"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -75,6 +75,9 @@ func TestAgentStreamLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := events.Header(); err != nil { // subscribed
+		t.Fatal(err)
+	}
 
 	a, w, err := connect(t, r.GRPCAddr(), hello("n1", "run-1", 8))
 	if err != nil {

@@ -152,14 +152,26 @@ func (e *engine) poke() {
 func (e *engine) run(ctx context.Context) error {
 	tk := time.NewTicker(e.c.cfg.ReportInterval)
 	defer tk.Stop()
+	// retry fires when a report arrived for a deployment evaluated too recently to evaluate
+	// again at once: it is evaluated as soon as the gap has passed, not at the next interval.
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	armed := false
 	for {
+		poked := true
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-tk.C:
-			e.tick(ctx, false)
+			poked = false
 		case <-e.poked:
-			e.tick(ctx, true)
+		case <-retry.C:
+			armed = false
+		}
+		if wait := e.tick(ctx, poked); wait > 0 && !armed {
+			retry.Reset(wait)
+			armed = true
 		}
 	}
 }
@@ -175,14 +187,20 @@ type observation struct {
 // tick feeds the latest reports into the windows and evaluates the deployments. A tick that
 // a report triggered evaluates a deployment and closes a window point at most
 // window.TicksPerInterval times per report interval, which the windows have room for.
-func (e *engine) tick(ctx context.Context, poked bool) {
+// It returns how long until a deployment it skipped can be evaluated, 0 if it skipped none.
+func (e *engine) tick(ctx context.Context, poked bool) time.Duration {
 	now := e.c.now()
 	byDep, cold := observe(e.t.fleet.snapshot())
+	gap := e.c.cfg.ReportInterval / window.TicksPerInterval
 
 	e.mu.Lock()
 	var evals []string
+	var wait time.Duration
 	for name, s := range e.deps {
-		if poked && now.Sub(s.lastEval) < e.c.cfg.ReportInterval/window.TicksPerInterval {
+		if since := now.Sub(s.lastEval); poked && since < gap {
+			if w := gap - since; wait == 0 || w < wait {
+				wait = w
+			}
 			continue
 		}
 		present := make(map[string]bool, len(byDep[name]))
@@ -196,7 +214,7 @@ func (e *engine) tick(ctx context.Context, poked bool) {
 			}
 		}
 		s.ids = present
-		if !poked || now.Sub(s.lastTick) >= e.c.cfg.ReportInterval/window.TicksPerInterval {
+		if !poked || now.Sub(s.lastTick) >= gap {
 			s.win.Tick(now)
 			s.lastTick = now
 		}
@@ -208,6 +226,7 @@ func (e *engine) tick(ctx context.Context, poked bool) {
 	for _, name := range evals {
 		e.evaluate(ctx, name, now, byDep[name], cold)
 	}
+	return wait
 }
 
 // observe turns a fleet snapshot into each deployment's replica observations and the longest
@@ -345,8 +364,11 @@ func (e *engine) evaluate(ctx context.Context, name string, now time.Time, obs [
 		if err := e.c.store.putAutoscale(ctx, e.t.fence, name, uint32(d.Desired)); err != nil {
 			e.log.Warn("store desired count failed", "deployment", name, "error", err)
 		}
-		// Act now rather than at the reconciler's next pass: a burst should not wait.
-		pd.Commands = e.t.reconciler.pass()[name]
+		// Act now rather than at the reconciler's next pass: a burst should not wait. The
+		// reconciler's own pass may have been quicker; either way the journal gets the
+		// commands sent since the decision.
+		e.t.reconciler.pass()
+		pd.Commands = e.t.reconciler.sentSince(name, now)
 		e.log.Info("scaling", "deployment", name, "from", d.Current, "to", d.Desired, "reason", d.Reason)
 	}
 	e.journal.add(pd)

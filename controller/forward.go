@@ -160,6 +160,12 @@ func (c *Controller) streamForward(srv any, ss grpc.ServerStream, info *grpc.Str
 	if err := cs.CloseSend(); err != nil {
 		return err
 	}
+	// Pass the leader's headers on: they tell the client it is subscribed.
+	if hdr, err := cs.Header(); err == nil {
+		if err := ss.SendHeader(hdr); err != nil {
+			return err
+		}
+	}
 	c.metrics.forwarded.Inc()
 	for {
 		resp := &llmscalerv1.WatchEventsResponse{}

@@ -128,3 +128,47 @@ func ctxT(t *testing.T) context.Context {
 }
 
 func hclogNull() hclog.Logger { return hclog.NewNullLogger() }
+
+// startEtcdB, dialB and connectB are the benchmark versions of the test helpers.
+func startEtcdB(b *testing.B) string {
+	b.Helper()
+	s, err := embedetcd.Start(embedetcd.Config{Dir: b.TempDir(), ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(s.Close)
+	return s.Endpoint()
+}
+
+func dialB(b *testing.B, addr string) *grpc.ClientConn {
+	conn, err := grpc.NewClient(addr, transport.DialOptions(transport.Plaintext)...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+func connectB(addr string, first *llmscalerv1.ConnectRequest) (*rawAgent, *llmscalerv1.Welcome, error) {
+	conn, err := grpc.NewClient(addr, transport.DialOptions(transport.Plaintext)...)
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	context.AfterFunc(ctx, func() { conn.Close() })
+	s, err := llmscalerv1.NewAgentServiceClient(conn).Connect(ctx)
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	if err := s.Send(first); err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	m, err := s.Recv()
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	return &rawAgent{stream: s, cancel: cancel}, m.GetWelcome(), nil
+}

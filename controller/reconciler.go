@@ -30,6 +30,14 @@ type reconciler struct {
 	deployments map[string]*llmscalerv1.Deployment
 	messages    map[string]string
 	st          *reconcileState
+	// sent keeps the commands of the last minute by deployment, so that a decision can be
+	// journaled with the commands that carried it out, whichever pass sent them.
+	sent map[string][]sentCommand
+}
+
+type sentCommand struct {
+	at   time.Time
+	text string
 }
 
 func newReconciler(c *Controller, t *term) *reconciler {
@@ -39,6 +47,7 @@ func newReconciler(c *Controller, t *term) *reconciler {
 		deployments: map[string]*llmscalerv1.Deployment{},
 		messages:    map[string]string{},
 		st:          newReconcileState(),
+		sent:        map[string][]sentCommand{},
 	}
 }
 
@@ -159,7 +168,36 @@ func (r *reconciler) pass() map[string][]string {
 		log.Info("stop sent", "reason", a.reason, "command_id", cmd.GetCommandId())
 		sent[a.deployment] = append(sent[a.deployment], fmt.Sprintf("stop %s on %s (%s)", a.instanceID, a.nodeID, a.reason))
 	}
+	for dep, texts := range sent {
+		for _, t := range texts {
+			r.sent[dep] = append(r.sent[dep], sentCommand{at: now, text: t})
+		}
+	}
+	for dep, l := range r.sent {
+		i := 0
+		for i < len(l) && now.Sub(l[i].at) > time.Minute {
+			i++
+		}
+		if i == len(l) {
+			delete(r.sent, dep)
+		} else {
+			r.sent[dep] = l[i:]
+		}
+	}
 	return sent
+}
+
+// sentSince returns the commands sent for a deployment at or after t.
+func (r *reconciler) sentSince(dep string, t time.Time) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, c := range r.sent[dep] {
+		if !c.at.Before(t) {
+			out = append(out, c.text)
+		}
+	}
+	return out
 }
 
 // desired is the count a deployment is driven towards: the count set by hand if any (1 to

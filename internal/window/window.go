@@ -190,7 +190,7 @@ func NewDeployment(c Config) *Deployment {
 // TicksPerInterval is how many times per report interval the controller ticks at most: once
 // on its interval timer and when reports arrive, so a burst is acted on without waiting for
 // the next interval. The ring grows to hold the stable window at that rate.
-const TicksPerInterval = 4
+const TicksPerInterval = 10
 
 // SetConfig changes the windows. History is kept, so a longer window is filled from the
 // points already held as far as they go; the ring grows if the new windows need it.
