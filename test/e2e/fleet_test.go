@@ -113,18 +113,7 @@ func TestFailoverAfterKill9(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end")
 	}
-	etcd, err := embedetcd.Start(embedetcd.Config{Dir: t.TempDir(), ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(etcd.Close) // after the controllers are killed (cleanups run last-in first-out)
-
-	addrs := map[string]string{"c1": freePort(t), "c2": freePort(t)}
-	procs := map[string]*proc{}
-	for _, id := range []string{"c1", "c2"} {
-		procs[id] = start(t, id, bin(t, "llmscaler-controller"), "--id", id,
-			"--etcd-endpoints", etcd.Endpoint(), "--grpc-addr", addrs[id], "--http-addr", "-", "--log-level", "debug")
-	}
+	addrs, procs := twoControllers(t, "--log-level", "debug")
 	var st llmscalerv1.GetClusterStatusResponse
 	eventually(t, 20*time.Second, "a leader", func() error {
 		if err := call(t, addrs["c2"], "GetClusterStatus", "", &st); err != nil {
@@ -191,17 +180,7 @@ func TestSigtermHandsOver(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end")
 	}
-	etcd, err := embedetcd.Start(embedetcd.Config{Dir: t.TempDir(), ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(etcd.Close) // after the controllers are killed (cleanups run last-in first-out)
-	addrs := map[string]string{"c1": freePort(t), "c2": freePort(t)}
-	procs := map[string]*proc{}
-	for _, id := range []string{"c1", "c2"} {
-		procs[id] = start(t, id, bin(t, "llmscaler-controller"), "--id", id, "--session-ttl", "10s",
-			"--etcd-endpoints", etcd.Endpoint(), "--grpc-addr", addrs[id], "--http-addr", "-")
-	}
+	addrs, procs := twoControllers(t, "--session-ttl", "10s")
 	var st llmscalerv1.GetClusterStatusResponse
 	eventually(t, 20*time.Second, "a leader", func() error {
 		if err := call(t, addrs["c1"], "GetClusterStatus", "", &st); err != nil {
@@ -242,4 +221,22 @@ func TestSigtermHandsOver(t *testing.T) {
 	if took > 5*time.Second {
 		t.Errorf("handover took %v: longer than a resign should", took)
 	}
+}
+
+// twoControllers starts controllers c1 and c2 on one etcd member of the test's own, with extra
+// flags, and returns their addresses and processes by id.
+func twoControllers(t *testing.T, extra ...string) (map[string]string, map[string]*proc) {
+	t.Helper()
+	etcd, err := embedetcd.Start(embedetcd.Config{Dir: t.TempDir(), ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(etcd.Close) // after the controllers are killed (cleanups run last-in first-out)
+	addrs := map[string]string{"c1": freePort(t), "c2": freePort(t)}
+	procs := map[string]*proc{}
+	for _, id := range []string{"c1", "c2"} {
+		args := append([]string{"--id", id, "--etcd-endpoints", etcd.Endpoint(), "--grpc-addr", addrs[id], "--http-addr", "-"}, extra...)
+		procs[id] = start(t, id, bin(t, "llmscaler-controller"), args...)
+	}
+	return addrs, procs
 }
