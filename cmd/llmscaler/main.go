@@ -18,6 +18,7 @@ commands:
   demo      run a controller (embedded etcd) and fake-GPU agents in one process and show the fleet
   fakeserver serve a simulated OpenAI-compatible LLM server with vLLM metrics (no GPU needed)
   load      send open-loop load (Poisson, a schedule or a trace) to a server or a deployment
+  sim       replay a workload through the scaling policies on simulated replicas and compare them
   version   print the version
 
 Run 'llmscaler <command> -h' for a command's flags.
@@ -37,6 +38,8 @@ func run(ctx context.Context, args []string) error {
 		return runFakeserver(ctx, args[1:], os.Stdout)
 	case "load":
 		return runLoad(ctx, args[1:], os.Stdout)
+	case "sim":
+		return runSim(ctx, args[1:], os.Stdout)
 	case "version", "--version", "-version":
 		fmt.Println(buildinfo.Version())
 		return nil

@@ -1,0 +1,253 @@
+package sim
+
+import (
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/llmscaler/llmscaler/internal/policy"
+	"github.com/llmscaler/llmscaler/internal/servermodel"
+	"github.com/llmscaler/llmscaler/internal/window"
+	llmscalerv1 "github.com/llmscaler/llmscaler/proto/llmscaler/v1"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// State is what a Scaler sees at one report tick.
+type State struct {
+	// Now is the simulated time; Elapsed is Now less the start of the simulation.
+	Now     time.Time
+	Elapsed time.Duration
+	// Ready and Starting count live replicas that are not draining. StartingSince holds when
+	// each starting replica's start was decided.
+	Ready, Starting int
+	StartingSince   []time.Time
+	// ColdStart is a replica's time from start to ready.
+	ColdStart time.Duration
+	// Min and Max bound the count (Max > 0).
+	Min, Max int
+	// Window holds the deployment's windows, ticked at Now with every live replica's sample.
+	Window *window.Deployment
+	// ReportInterval is how often replicas report.
+	ReportInterval time.Duration
+}
+
+// Scaler decides how many replicas the deployment should have. Baselines from other systems
+// (HPA, KPA, Ray Serve) implement it over the same State.
+type Scaler interface {
+	// Name is the policy's name in the results.
+	Name() string
+	// WindowConfig sizes the deployment's windows.
+	WindowConfig() window.Config
+	// Desired returns the replica count to drive towards; the simulator clamps it to
+	// [Min, Max].
+	Desired(s *State) int
+}
+
+// Env is what a scaler may be built from.
+type Env struct {
+	// Params is the replicas' hardware profile.
+	Params servermodel.Params
+	// Workload is the whole workload; only clairvoyant scalers read it.
+	Workload *Workload
+	// SLOTarget is the TTFT target.
+	SLOTarget time.Duration
+}
+
+// Policy names NewScaler knows.
+const (
+	PolicyThreshold   = "threshold"
+	PolicyTarget      = "target"
+	PolicySLO         = "slo"
+	PolicyClairvoyant = "clairvoyant"
+)
+
+// PolicyNames are the policies NewScaler knows, in the order results list them.
+var PolicyNames = []string{PolicyThreshold, PolicyTarget, PolicySLO, PolicyClairvoyant}
+
+// targetLoad is the share of a replica's capacity at which the target policy's in-flight
+// target is set.
+const targetLoad = 0.7
+
+// NewScaler returns the named policy for env. threshold, target and slo are the controller's
+// own policy code (policy.Autoscaler) with the policy's defaults, and for slo the TTFT target
+// env.SLOTarget at p95; target tracks in-flight requests per replica at the count Little's law
+// gives at 70 % of a replica's capacity (see ReplicaCapacity), since the policy has no default
+// target.
+func NewScaler(name string, env Env) (Scaler, error) {
+	if env.SLOTarget <= 0 {
+		env.SLOTarget = DefaultSLOTarget
+	}
+	var p *llmscalerv1.Policy
+	switch name {
+	case PolicyThreshold:
+		p = &llmscalerv1.Policy{Kind: &llmscalerv1.Policy_Threshold{Threshold: &llmscalerv1.ThresholdPolicy{}}}
+	case PolicyTarget:
+		prompt, output := env.Workload.MeanLengths()
+		target := InFlightAt(env.Params, prompt, output, targetLoad*ReplicaCapacity(env.Params, prompt, output))
+		p = &llmscalerv1.Policy{Kind: &llmscalerv1.Policy_Target{Target: &llmscalerv1.TargetPolicy{
+			Metric: llmscalerv1.TargetMetric_TARGET_METRIC_IN_FLIGHT,
+			Target: math.Max(target, 1),
+		}}}
+	case PolicySLO:
+		p = &llmscalerv1.Policy{Kind: &llmscalerv1.Policy_Slo{Slo: &llmscalerv1.SloPolicy{
+			Metric: llmscalerv1.SloMetric_SLO_METRIC_TTFT,
+			Target: durationpb.New(env.SLOTarget),
+		}}}
+	case PolicyClairvoyant:
+		return NewClairvoyant(env), nil
+	default:
+		return nil, fmt.Errorf("unknown policy %q: want one of threshold, target, slo, clairvoyant", name)
+	}
+	return NewPolicyScaler(p)
+}
+
+// PolicyScaler runs the controller's policy code.
+type PolicyScaler struct {
+	as  *policy.Autoscaler
+	cfg window.Config
+}
+
+// NewPolicyScaler wraps a policy.Autoscaler for p.
+func NewPolicyScaler(p *llmscalerv1.Policy) (*PolicyScaler, error) {
+	as, err := policy.NewAutoscaler(p)
+	if err != nil {
+		return nil, err
+	}
+	return &PolicyScaler{as: as, cfg: as.Config()}, nil
+}
+
+// Name is the policy's name.
+func (p *PolicyScaler) Name() string { return p.as.Policy() }
+
+// WindowConfig is the policy's windows.
+func (p *PolicyScaler) WindowConfig() window.Config { return p.cfg }
+
+// Desired evaluates the policy as the controller's engine does.
+func (p *PolicyScaler) Desired(s *State) int {
+	in := policy.Input{
+		Now:            s.Now,
+		Deployment:     "sim",
+		Ready:          s.Ready,
+		Starting:       s.Starting,
+		StartingSince:  s.StartingSince,
+		ColdStart:      s.ColdStart,
+		Min:            s.Min,
+		Max:            s.Max,
+		ReportInterval: s.ReportInterval,
+		Stable:         s.Window.Values(s.Now, p.cfg.Stable),
+		Panic:          s.Window.Values(s.Now, p.cfg.Panic),
+	}
+	d := p.as.Evaluate(in)
+	if d.DryRun {
+		return d.Current
+	}
+	return d.Desired
+}
+
+// ReplicaCapacity is the requests/s one replica sustains for requests of the given mean
+// lengths, from the timing model: a request costs PrefillBase + prompt x PrefillPerToken of
+// prefill (the base charged whole to every request, which is pessimistic: prefills share
+// iterations) and output-1 decode steps at the largest batch B the replica can hold
+// (MaxConcurrency, or fewer if the KV cache fills first), each costing DecodeBase/B +
+// DecodePerSeq of the replica's time. Capacity is one over that cost. The cost is linear in
+// the lengths, so means give the exact mean cost, except through B.
+func ReplicaCapacity(p servermodel.Params, prompt, output float64) float64 {
+	b := batchAtCapacity(p, prompt, output)
+	cost := p.PrefillTime(0).Seconds() + prompt*p.PrefillPerToken.Seconds() +
+		math.Max(output-1, 0)*(p.DecodeBase.Seconds()/b+p.DecodePerSeq.Seconds())
+	if cost <= 0 {
+		return math.Inf(1)
+	}
+	return 1 / cost
+}
+
+func batchAtCapacity(p servermodel.Params, prompt, output float64) float64 {
+	b := float64(p.MaxConcurrency)
+	if need := prompt + output; need > 0 {
+		b = math.Min(b, math.Floor(float64(p.KVCacheTokens)/need))
+	}
+	return math.Max(b, 1)
+}
+
+// InFlightAt is the mean number of requests in flight on one replica at rate requests/s, by
+// Little's law with the latency of an unqueued request: prefill, then output-1 decode steps
+// whose time grows with the batch, n = rate x (prefill + (output-1) x (DecodeBase +
+// n x DecodePerSeq)), solved for n.
+func InFlightAt(p servermodel.Params, prompt, output, rate float64) float64 {
+	steps := math.Max(output-1, 0)
+	a := p.PrefillTime(0).Seconds() + prompt*p.PrefillPerToken.Seconds() + steps*p.DecodeBase.Seconds()
+	den := 1 - rate*steps*p.DecodePerSeq.Seconds()
+	if den <= 0 {
+		return float64(p.MaxConcurrency)
+	}
+	return math.Min(rate*a/den, float64(p.MaxConcurrency))
+}
+
+// Clairvoyant defaults.
+const (
+	// ClairvoyantHeadroom is the capacity kept above the future rate.
+	ClairvoyantHeadroom = 0.1
+	// ClairvoyantWindow is the span the future rate is averaged over.
+	ClairvoyantWindow = 60 * time.Second
+)
+
+// Clairvoyant knows the workload's future arrivals. The replicas needed at time t are
+// n(t) = ceil(rate over [t, t+ClairvoyantWindow) x (1+ClairvoyantHeadroom) / capacity), with
+// capacity from ReplicaCapacity at the workload's mean lengths. At every tick it wants the
+// most of n over [now, now+cold start]: replicas are started exactly one cold start before
+// they are needed, and none is stopped that is still needed now.
+type Clairvoyant struct {
+	perSec   []int // arrivals in each second of the workload
+	prefix   []int // prefix[i] = arrivals in seconds [0, i)
+	capacity float64
+	headroom float64
+	span     int // seconds
+}
+
+// NewClairvoyant builds the clairvoyant scaler for env.
+func NewClairvoyant(env Env) *Clairvoyant {
+	secs := int(env.Workload.Duration()/time.Second) + 1
+	c := &Clairvoyant{perSec: make([]int, secs), headroom: ClairvoyantHeadroom, span: int(ClairvoyantWindow / time.Second)}
+	for _, r := range env.Workload.Requests {
+		c.perSec[int(r.At/time.Second)]++
+	}
+	c.prefix = make([]int, secs+1)
+	for i, n := range c.perSec {
+		c.prefix[i+1] = c.prefix[i] + n
+	}
+	prompt, output := env.Workload.MeanLengths()
+	c.capacity = ReplicaCapacity(env.Params, prompt, output)
+	return c
+}
+
+// Name is "clairvoyant".
+func (c *Clairvoyant) Name() string { return PolicyClairvoyant }
+
+// WindowConfig is the defaults: the clairvoyant reads no window.
+func (c *Clairvoyant) WindowConfig() window.Config { return window.Config{}.WithDefaults() }
+
+// Capacity is the requests/s the scaler assumes one replica serves.
+func (c *Clairvoyant) Capacity() float64 { return c.capacity }
+
+// need is n(t) for the second sec.
+func (c *Clairvoyant) need(sec int) int {
+	lo := min(max(sec, 0), len(c.perSec))
+	hi := min(lo+c.span, len(c.perSec))
+	rate := float64(c.prefix[hi]-c.prefix[lo]) / float64(c.span)
+	return int(math.Ceil(rate * (1 + c.headroom) / c.capacity))
+}
+
+// Desired is the most replicas needed between now and one cold start from now.
+func (c *Clairvoyant) Desired(s *State) int {
+	now := int(s.Elapsed / time.Second)
+	cold := int((s.ColdStart + time.Second - 1) / time.Second)
+	want := 0
+	for t := now; t <= now+cold; t++ {
+		want = max(want, c.need(t))
+	}
+	return want
+}
+
+// WarmReplicas is how many replicas the workload's first ClairvoyantWindow needs, as the
+// clairvoyant scaler counts them: a fair warm start for every policy.
+func WarmReplicas(env Env) int { return max(NewClairvoyant(env).need(0), 1) }

@@ -1,0 +1,451 @@
+package sim
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/llmscaler/llmscaler/internal/servermodel"
+	"github.com/llmscaler/llmscaler/internal/window"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultSLOTarget      = 2 * time.Second
+	DefaultMaxReplicas    = 64
+	DefaultReportInterval = time.Second
+)
+
+// epoch is the simulated clock's time zero.
+var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// Config is one simulation.
+type Config struct {
+	// Params is every replica's hardware profile.
+	Params servermodel.Params
+	// Workload is what arrives.
+	Workload *Workload
+	// SLOTarget is the TTFT a request must meet [2 s].
+	SLOTarget time.Duration
+	// MinReplicas [1] and MaxReplicas [64] bound the count.
+	MinReplicas, MaxReplicas int
+	// InitialReplicas are READY (warm) at time zero [MinReplicas]; see WarmReplicas.
+	InitialReplicas int
+	// ReportInterval is how often replicas report and the scaler ticks [1 s].
+	ReportInterval time.Duration
+	// Timeline records one TimelinePoint per report interval.
+	Timeline bool
+}
+
+func (c Config) withDefaults() Config {
+	if c.SLOTarget <= 0 {
+		c.SLOTarget = DefaultSLOTarget
+	}
+	if c.MinReplicas <= 0 {
+		c.MinReplicas = 1
+	}
+	if c.MaxReplicas <= 0 {
+		c.MaxReplicas = DefaultMaxReplicas
+	}
+	c.MaxReplicas = max(c.MaxReplicas, c.MinReplicas)
+	c.InitialReplicas = min(max(c.InitialReplicas, c.MinReplicas), c.MaxReplicas)
+	if c.ReportInterval <= 0 {
+		c.ReportInterval = DefaultReportInterval
+	}
+	return c
+}
+
+// Result is what one policy did to the workload.
+type Result struct {
+	Policy string `json:"policy"`
+	// Requests counts arrivals; Rejected those no replica could ever hold (larger than the KV
+	// cache), which count as missing the SLO.
+	Requests int `json:"requests"`
+	Rejected int `json:"rejected"`
+	// SLOAttainment is the share of requests whose TTFT was at most the target, 0..1.
+	SLOAttainment float64 `json:"slo_attainment"`
+	GPUHours      float64 `json:"gpu_hours"`
+	TTFTP50       float64 `json:"ttft_p50_s"`
+	TTFTP95       float64 `json:"ttft_p95_s"`
+	TTFTP99       float64 `json:"ttft_p99_s"`
+	// QueueWaitP99 is the 99th percentile of arrival to admission into a running batch.
+	QueueWaitP99 float64 `json:"queue_wait_p99_s"`
+	// ScaleEvents counts decisions that changed the replica count.
+	ScaleEvents  int `json:"scale_events"`
+	PeakReplicas int `json:"peak_replicas"`
+	// SimulatedSeconds is how long the simulation ran, until the last request finished.
+	SimulatedSeconds float64 `json:"simulated_s"`
+	// Timeline is one point per report interval, when Config.Timeline is set.
+	Timeline []TimelinePoint `json:"-"`
+}
+
+// TimelinePoint is the deployment during one report interval, sampled at its end.
+type TimelinePoint struct {
+	// Second is the end of the interval, in seconds from the start.
+	Second float64
+	// Arrivals in the interval.
+	Arrivals int
+	// Queue is requests waiting: in the front queue and in the replicas' waiting queues.
+	Queue int
+	// Replicas by phase.
+	Starting, Ready, Draining int
+	// Desired is the scaler's count after the tick.
+	Desired int
+}
+
+type phase uint8
+
+const (
+	phaseStarting phase = iota
+	phaseReady
+	phaseDraining
+	phaseStopped
+)
+
+type replica struct {
+	id        string
+	eng       *servermodel.Engine
+	phase     phase
+	started   time.Duration // start decided
+	readyAt   time.Duration
+	busyUntil time.Duration
+	// Interval accumulators, reset at every report.
+	ttft, e2e []float64
+	busy      time.Duration
+	last      servermodel.Counters
+}
+
+func (r *replica) load() int { return r.eng.Waiting() + r.eng.Running() }
+
+type run struct {
+	cfg    Config
+	sc     Scaler
+	win    *window.Deployment
+	reps   []*replica // live replicas (not stopped)
+	nextID int
+
+	front    []int // indices into the workload of requests waiting for a READY replica
+	next     int   // next arrival
+	inflight int   // dispatched, not finished
+
+	ttft, wait []float64 // per finished request, seconds; index = request index
+	met        int
+	gpuTime    time.Duration
+	res        Result
+	arrivals   int // in the current interval
+	scratch    []float64
+	since      []time.Time
+}
+
+// Run simulates the workload under the scaler.
+func Run(cfg Config, sc Scaler) (*Result, error) {
+	cfg = cfg.withDefaults()
+	if cfg.Workload == nil {
+		return nil, errors.New("no workload")
+	}
+	if err := cfg.Params.Validate(); err != nil {
+		return nil, fmt.Errorf("hardware profile: %w", err)
+	}
+	r := &run{cfg: cfg, sc: sc, win: window.NewDeployment(sc.WindowConfig())}
+	n := len(cfg.Workload.Requests)
+	r.ttft = make([]float64, n)
+	r.wait = make([]float64, n)
+	for i := range r.ttft {
+		r.ttft[i] = math.Inf(1)
+		r.wait[i] = math.Inf(1)
+	}
+	r.res = Result{Policy: sc.Name(), Requests: n}
+	for range cfg.InitialReplicas {
+		rep := r.start(0)
+		rep.phase, rep.readyAt = phaseReady, 0
+	}
+	r.loop()
+	return r.finish(), nil
+}
+
+func (r *run) start(now time.Duration) *replica {
+	rep := &replica{
+		id:      "r" + strconv.Itoa(r.nextID),
+		eng:     servermodel.NewEngine(r.cfg.Params),
+		started: now,
+		readyAt: now + r.cfg.Params.ColdStart,
+	}
+	r.nextID++
+	r.reps = append(r.reps, rep)
+	return rep
+}
+
+func (r *run) loop() {
+	reqs := r.cfg.Workload.Requests
+	tick := r.cfg.ReportInterval
+	nextTick := tick
+	now := time.Duration(0)
+	for {
+		// Replicas that come up.
+		ready := false
+		for _, rep := range r.reps {
+			if rep.phase == phaseStarting && rep.readyAt <= now {
+				rep.phase = phaseReady
+				ready = true
+			}
+		}
+		if ready && len(r.front) > 0 {
+			for _, i := range r.front {
+				r.dispatch(i, now)
+			}
+			r.front = r.front[:0]
+		}
+		for r.next < len(reqs) && reqs[r.next].At <= now {
+			r.arrivals++
+			r.dispatch(r.next, now)
+			r.next++
+		}
+		if now >= nextTick {
+			r.report(now)
+			nextTick += tick
+		}
+		// Step idle engines that have work; stop drained replicas.
+		for _, rep := range r.reps {
+			if rep.busyUntil > now {
+				continue
+			}
+			if rep.eng.Busy() {
+				r.step(rep, now)
+			} else if rep.phase == phaseDraining {
+				r.stop(rep, now)
+			}
+		}
+		r.compact()
+		if r.next >= len(reqs) && r.inflight == 0 && len(r.front) == 0 {
+			break
+		}
+		// The next event.
+		t := nextTick
+		if r.next < len(reqs) {
+			t = min(t, reqs[r.next].At)
+		}
+		for _, rep := range r.reps {
+			if rep.phase == phaseStarting {
+				t = min(t, rep.readyAt)
+			}
+			if rep.busyUntil > now {
+				t = min(t, rep.busyUntil)
+			}
+		}
+		now = t
+	}
+	r.res.SimulatedSeconds = now.Seconds()
+	for _, rep := range r.reps {
+		r.stop(rep, now)
+	}
+	r.compact()
+}
+
+// dispatch sends request i to the least-loaded READY replica, or to the front queue.
+func (r *run) dispatch(i int, now time.Duration) {
+	var best *replica
+	for _, rep := range r.reps {
+		if rep.phase == phaseReady && (best == nil || rep.load() < best.load()) {
+			best = rep
+		}
+	}
+	if best == nil {
+		r.front = append(r.front, i)
+		return
+	}
+	q := r.cfg.Workload.Requests[i]
+	err := best.eng.Submit(servermodel.Request{
+		ID: uint64(i), PromptTokens: q.PromptTokens, OutputTokens: q.OutputTokens,
+		Arrival: epoch.Add(q.At),
+	})
+	if err != nil {
+		r.res.Rejected++
+		return
+	}
+	r.inflight++
+}
+
+func (r *run) step(rep *replica, now time.Duration) {
+	end, evs := rep.eng.Step(epoch.Add(now))
+	d := end.Sub(epoch)
+	rep.busy += d - now
+	rep.busyUntil = d
+	for i := range evs {
+		ev := &evs[i]
+		switch ev.Kind {
+		case servermodel.EventFirstToken:
+			t := ev.Time.Sub(ev.Arrival).Seconds()
+			r.ttft[ev.ID] = t
+			r.wait[ev.ID] = ev.Start.Sub(ev.Arrival).Seconds()
+			if t <= r.cfg.SLOTarget.Seconds() {
+				r.met++
+			}
+			rep.ttft = append(rep.ttft, t)
+		}
+		if ev.Kind == servermodel.EventDone {
+			rep.e2e = append(rep.e2e, ev.Time.Sub(ev.Arrival).Seconds())
+			r.inflight--
+		}
+	}
+}
+
+func (r *run) stop(rep *replica, now time.Duration) {
+	if rep.phase == phaseStopped {
+		return
+	}
+	rep.phase = phaseStopped
+	r.gpuTime += now - rep.started
+	r.win.Remove(rep.id)
+}
+
+// compact drops stopped replicas, keeping the order of the rest.
+func (r *run) compact() {
+	r.reps = slices.DeleteFunc(r.reps, func(rep *replica) bool { return rep.phase == phaseStopped })
+}
+
+// summary is the p50 and p95 of xs (sorted in place).
+func summary(xs []float64) window.Summary {
+	if len(xs) == 0 {
+		return window.Summary{}
+	}
+	slices.Sort(xs)
+	return window.Summary{P50: quantile(xs, 0.5), P95: quantile(xs, 0.95), Count: uint64(len(xs))}
+}
+
+// quantile of sorted xs, nearest rank.
+func quantile(xs []float64, q float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(q*float64(len(xs)))) - 1
+	return xs[min(max(i, 0), len(xs)-1)]
+}
+
+// report is one report interval's end: samples, a window tick, a scaling decision.
+func (r *run) report(now time.Duration) {
+	at := epoch.Add(now)
+	iv := r.cfg.ReportInterval.Seconds()
+	var st State
+	r.since = r.since[:0]
+	for _, rep := range r.reps {
+		var ph window.Phase
+		switch rep.phase {
+		case phaseStarting:
+			ph = window.Starting
+			st.Starting++
+			r.since = append(r.since, epoch.Add(rep.started))
+		case phaseReady:
+			ph = window.Ready
+			st.Ready++
+		default:
+			continue
+		}
+		c := rep.eng.Counters()
+		// The iteration running now counts towards this interval up to now only.
+		busy := rep.busy
+		if rep.busyUntil > now {
+			busy -= rep.busyUntil - now
+		}
+		s := window.Sample{
+			Time:           at,
+			Waiting:        float64(rep.eng.Waiting()),
+			Running:        float64(rep.eng.Running()),
+			KVCache:        rep.eng.KVUsage(),
+			HasKVCache:     true,
+			TTFT:           summary(rep.ttft),
+			E2E:            summary(rep.e2e),
+			PromptTPS:      float64(c.PromptTokens-rep.last.PromptTokens) / iv,
+			GenerationTPS:  float64(c.GenerationTokens-rep.last.GenerationTokens) / iv,
+			FinishedPerSec: float64(c.FinishedRequests-rep.last.FinishedRequests) / iv,
+			GPUUtil:        min(100, max(0, 100*busy.Seconds()/iv)),
+			HasGPUUtil:     true,
+		}
+		rep.busy -= busy
+		rep.last = c
+		rep.ttft, rep.e2e = rep.ttft[:0], rep.e2e[:0]
+		r.win.Observe(rep.id, ph, s)
+	}
+	r.win.Tick(at)
+	st.Now, st.Elapsed = at, now
+	st.StartingSince = r.since
+	st.ColdStart = r.cfg.Params.ColdStart
+	st.Min, st.Max = r.cfg.MinReplicas, r.cfg.MaxReplicas
+	st.Window = r.win
+	st.ReportInterval = r.cfg.ReportInterval
+	want := min(max(r.sc.Desired(&st), st.Min), st.Max)
+	cur := st.Ready + st.Starting
+	if want != cur {
+		r.res.ScaleEvents++
+		r.scale(cur, want, now)
+	}
+	if cur := len(r.reps); cur > r.res.PeakReplicas {
+		r.res.PeakReplicas = cur
+	}
+	if r.cfg.Timeline {
+		p := TimelinePoint{Second: now.Seconds(), Arrivals: r.arrivals, Queue: len(r.front), Desired: want}
+		for _, rep := range r.reps {
+			p.Queue += rep.eng.Waiting()
+			switch rep.phase {
+			case phaseStarting:
+				p.Starting++
+			case phaseReady:
+				p.Ready++
+			case phaseDraining:
+				p.Draining++
+			}
+		}
+		r.res.Timeline = append(r.res.Timeline, p)
+	}
+	r.arrivals = 0
+}
+
+// scale starts or drains replicas to go from cur to want.
+func (r *run) scale(cur, want int, now time.Duration) {
+	for ; cur < want; cur++ {
+		r.start(now)
+	}
+	// Starting replicas hold no requests: stop the newest first.
+	for i := len(r.reps) - 1; i >= 0 && cur > want; i-- {
+		if rep := r.reps[i]; rep.phase == phaseStarting {
+			r.stop(rep, now)
+			cur--
+		}
+	}
+	for cur > want {
+		var best *replica
+		for _, rep := range r.reps {
+			if rep.phase == phaseReady && (best == nil || rep.load() < best.load()) {
+				best = rep
+			}
+		}
+		if best == nil {
+			break
+		}
+		best.phase = phaseDraining
+		r.win.Remove(best.id)
+		cur--
+	}
+	r.compact()
+}
+
+func (r *run) finish() *Result {
+	res := &r.res
+	res.GPUHours = r.gpuTime.Hours()
+	if res.Requests > 0 {
+		res.SLOAttainment = float64(r.met) / float64(res.Requests)
+	}
+	// Rejected requests never had a first token: they count against attainment only.
+	infinite := func(x float64) bool { return math.IsInf(x, 1) }
+	r.ttft = slices.DeleteFunc(r.ttft, infinite)
+	r.wait = slices.DeleteFunc(r.wait, infinite)
+	slices.Sort(r.ttft)
+	slices.Sort(r.wait)
+	res.TTFTP50 = quantile(r.ttft, 0.5)
+	res.TTFTP95 = quantile(r.ttft, 0.95)
+	res.TTFTP99 = quantile(r.ttft, 0.99)
+	res.QueueWaitP99 = quantile(r.wait, 0.99)
+	return res
+}
