@@ -3,6 +3,7 @@ package sim
 import (
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/llmscaler/llmscaler/internal/policy"
@@ -62,13 +63,14 @@ const (
 )
 
 // PolicyNames are the policies NewScaler knows, in the order results list them.
-var PolicyNames = []string{PolicyThreshold, PolicyTarget, PolicySLO, PolicyClairvoyant}
+var PolicyNames = []string{PolicyThreshold, PolicyTarget, PolicySLO, PolicyHPA, PolicyKPA, PolicyRay, PolicyClairvoyant}
 
 // targetLoad is the share of a replica's capacity at which the target policy's in-flight
 // target is set.
 const targetLoad = 0.7
 
-// NewScaler returns the named policy for env. threshold, target and slo are the controller's
+// NewScaler returns the named policy for env. hpa, kpa and ray are the baselines in
+// baselines.go, all aiming at BaselineInFlightTarget requests in flight per replica. threshold, target and slo are the controller's
 // own policy code (policy.Autoscaler) with the policy's defaults, and for slo the TTFT target
 // env.SLOTarget at p95; target tracks in-flight requests per replica at the count Little's law
 // gives at 70 % of a replica's capacity (see ReplicaCapacity), since the policy has no default
@@ -93,10 +95,16 @@ func NewScaler(name string, env Env) (Scaler, error) {
 			Metric: llmscalerv1.SloMetric_SLO_METRIC_TTFT,
 			Target: durationpb.New(env.SLOTarget),
 		}}}
+	case PolicyHPA:
+		return NewHPA(BaselineInFlightTarget), nil
+	case PolicyKPA:
+		return NewKPA(BaselineInFlightTarget), nil
+	case PolicyRay:
+		return NewRay(BaselineInFlightTarget), nil
 	case PolicyClairvoyant:
 		return NewClairvoyant(env), nil
 	default:
-		return nil, fmt.Errorf("unknown policy %q: want one of threshold, target, slo, clairvoyant", name)
+		return nil, fmt.Errorf("unknown policy %q: want one of %s", name, strings.Join(PolicyNames, ", "))
 	}
 	return NewPolicyScaler(p)
 }
