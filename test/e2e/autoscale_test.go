@@ -44,6 +44,16 @@ func fleet(t *testing.T) string {
 			}
 		}
 	})
+	eventually(t, 30*time.Second, "n1 connected with the fake-llm profile", func() error {
+		n, err := nodeOf(t, addr, "n1")
+		if err != nil {
+			return err
+		}
+		if n.GetState() != llmscalerv1.NodeState_NODE_STATE_CONNECTED || len(n.GetProfiles()) != 1 {
+			return fmt.Errorf("n1 %v with profiles %v", n.GetState(), n.GetProfiles())
+		}
+		return nil
+	})
 	return addr
 }
 
