@@ -390,3 +390,30 @@ func valuesFor(span time.Duration, ready int, arrival, waiting float64) window.V
 		GPUUtil: 100 * served / (10 * float64(ready)), KVCache: 0.5,
 	}
 }
+
+// fleetCase is one table test of a policy: a load over time on a fake fleet, and a check of
+// what the policy did with it.
+type fleetCase struct {
+	name   string
+	policy *llmscalerv1.Policy // nil: the table's default policy
+	rate   func(time.Duration) float64
+	opts   []fleetOpt
+	run    time.Duration
+	check  func(t *testing.T, f *fleet)
+}
+
+// runFleetCases runs each case on a fresh fleet, with def when a case names no policy.
+func runFleetCases(t *testing.T, tests []fleetCase, def *llmscalerv1.Policy) {
+	t.Helper()
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := tc.policy
+			if p == nil {
+				p = def
+			}
+			f := newFleet(t, p, tc.rate, tc.opts...)
+			f.run(tc.run)
+			tc.check(t, f)
+		})
+	}
+}

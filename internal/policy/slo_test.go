@@ -14,14 +14,7 @@ import (
 // and 20 need 3.
 func TestSLO(t *testing.T) {
 	const min = time.Minute
-	tests := []struct {
-		name   string
-		policy *llmscalerv1.Policy
-		rate   func(time.Duration) float64
-		opts   []fleetOpt
-		run    time.Duration
-		check  func(t *testing.T, f *fleet)
-	}{
+	tests := []fleetCase{
 		{
 			name: "step: panic scales up at once, then settles at the sized count",
 			rate: stepAt(5*min, 20, 60), opts: []fleetOpt{withReplicas(3)}, run: 12 * min,
@@ -174,17 +167,7 @@ func TestSLO(t *testing.T) {
 			},
 		},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			p := tc.policy
-			if p == nil {
-				p = sloPolicy(nil)
-			}
-			f := newFleet(t, p, tc.rate, tc.opts...)
-			f.run(tc.run)
-			tc.check(t, f)
-		})
-	}
+	runFleetCases(t, tests, sloPolicy(nil))
 }
 
 func TestSLOReason(t *testing.T) {

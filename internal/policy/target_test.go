@@ -11,14 +11,7 @@ import (
 // default target here is 16 in flight per replica.
 func TestTarget(t *testing.T) {
 	const min = time.Minute
-	tests := []struct {
-		name   string
-		policy *llmscalerv1.Policy
-		rate   func(time.Duration) float64
-		opts   []fleetOpt
-		run    time.Duration
-		check  func(t *testing.T, f *fleet)
-	}{
+	tests := []fleetCase{
 		{
 			name: "within tolerance: no change",
 			// 34 req/s on 4 replicas: 17 in flight each, 6 % over target.
@@ -166,15 +159,5 @@ func TestTarget(t *testing.T) {
 			},
 		},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			p := tc.policy
-			if p == nil {
-				p = targetPolicy(nil)
-			}
-			f := newFleet(t, p, tc.rate, tc.opts...)
-			f.run(tc.run)
-			tc.check(t, f)
-		})
-	}
+	runFleetCases(t, tests, targetPolicy(nil))
 }

@@ -19,14 +19,7 @@ func gapsAtLeast(ts []time.Duration, d time.Duration) bool {
 
 func TestThreshold(t *testing.T) {
 	const min = time.Minute
-	tests := []struct {
-		name   string
-		policy *llmscalerv1.Policy
-		rate   func(time.Duration) float64
-		opts   []fleetOpt
-		run    time.Duration
-		check  func(t *testing.T, f *fleet)
-	}{
+	tests := []fleetCase{
 		{
 			name: "step: one replica per 300 s cooldown, as the seed does",
 			rate: stepAt(5*min, 20, 60), opts: []fleetOpt{withReplicas(3)}, run: 30 * min,
@@ -111,15 +104,5 @@ func TestThreshold(t *testing.T) {
 			},
 		},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			p := tc.policy
-			if p == nil {
-				p = thresholdPolicy(nil)
-			}
-			f := newFleet(t, p, tc.rate, tc.opts...)
-			f.run(tc.run)
-			tc.check(t, f)
-		})
-	}
+	runFleetCases(t, tests, thresholdPolicy(nil))
 }
