@@ -114,16 +114,7 @@ func TestFailoverAfterKill9(t *testing.T) {
 		t.Skip("end-to-end")
 	}
 	addrs, procs := twoControllers(t, "--log-level", "debug")
-	var st llmscalerv1.GetClusterStatusResponse
-	eventually(t, 20*time.Second, "a leader", func() error {
-		if err := call(t, addrs["c2"], "GetClusterStatus", "", &st); err != nil {
-			return err
-		}
-		if st.GetLeader().GetId() == "" || len(st.GetControllers()) != 2 {
-			return fmt.Errorf("status %v", &st)
-		}
-		return nil
-	})
+	st := campaigning(t, addrs["c2"])
 	leader := st.GetLeader().GetId()
 	other := map[string]string{"c1": "c2", "c2": "c1"}[leader]
 	oldEpoch := st.GetEpoch()
@@ -181,16 +172,7 @@ func TestSigtermHandsOver(t *testing.T) {
 		t.Skip("end-to-end")
 	}
 	addrs, procs := twoControllers(t, "--session-ttl", "10s")
-	var st llmscalerv1.GetClusterStatusResponse
-	eventually(t, 20*time.Second, "a leader", func() error {
-		if err := call(t, addrs["c1"], "GetClusterStatus", "", &st); err != nil {
-			return err
-		}
-		if st.GetLeader().GetId() == "" || len(st.GetControllers()) != 2 {
-			return fmt.Errorf("status %v", &st)
-		}
-		return nil
-	})
+	st := campaigning(t, addrs["c1"])
 	leader := st.GetLeader().GetId()
 	other := map[string]string{"c1": "c2", "c2": "c1"}[leader]
 
@@ -239,4 +221,21 @@ func twoControllers(t *testing.T, extra ...string) (map[string]string, map[strin
 		procs[id] = start(t, id, bin(t, "llmscaler-controller"), args...)
 	}
 	return addrs, procs
+}
+
+// campaigning waits until both controllers campaign and one leads, as the controller at addr
+// sees it, and returns its cluster status.
+func campaigning(t *testing.T, addr string) *llmscalerv1.GetClusterStatusResponse {
+	t.Helper()
+	st := &llmscalerv1.GetClusterStatusResponse{}
+	eventually(t, 20*time.Second, "a leader", func() error {
+		if err := call(t, addr, "GetClusterStatus", "", st); err != nil {
+			return err
+		}
+		if st.GetLeader().GetId() == "" || len(st.GetControllers()) != 2 {
+			return fmt.Errorf("status %v", st)
+		}
+		return nil
+	})
+	return st
 }
