@@ -158,6 +158,10 @@ func (e *engine) run(ctx context.Context) error {
 	retry.Stop()
 	defer retry.Stop()
 	armed := false
+	// A tick snapshots the whole fleet, so report-triggered ticks run at most once per gap
+	// however many agents report: a report that comes sooner waits for the retry timer.
+	gap := e.c.cfg.ReportInterval / window.TicksPerInterval
+	var lastPoked time.Time
 	for {
 		poked := true
 		select {
@@ -166,8 +170,18 @@ func (e *engine) run(ctx context.Context) error {
 		case <-tk.C:
 			poked = false
 		case <-e.poked:
+			if since := e.c.now().Sub(lastPoked); since < gap {
+				if !armed {
+					retry.Reset(gap - since)
+					armed = true
+				}
+				continue
+			}
 		case <-retry.C:
 			armed = false
+		}
+		if poked {
+			lastPoked = e.c.now()
 		}
 		if wait := e.tick(ctx, poked); wait > 0 && !armed {
 			retry.Reset(wait)
