@@ -244,7 +244,7 @@ func TestFollowerRedirectsAndForwards(t *testing.T) {
 	a := startController(t, testConfig(ep))
 	waitLeader(t, a)
 	b := startController(t, testConfig(ep))
-	waitFor(t, 10*time.Second, "b to see a lead", func() bool { return b.currentView().leader.GetId() == a.ID() })
+	waitFollowing(t, a, b)
 	if b.IsLeader() {
 		t.Fatal("two leaders")
 	}
@@ -290,7 +290,7 @@ func TestLeaderStopHandsOverAndFencesOldWrites(t *testing.T) {
 	a := startController(t, testConfig(ep))
 	waitLeader(t, a)
 	b := startController(t, testConfig(ep))
-	waitFor(t, 10*time.Second, "b to see a lead", func() bool { return b.currentView().leader.GetId() == a.ID() })
+	waitFollowing(t, a, b)
 	oldTerm := a.currentTerm()
 	oldFence := oldTerm.fence
 

@@ -107,6 +107,15 @@ func waitLeader(t *testing.T, r *running) {
 	waitFor(t, 15*time.Second, fmt.Sprintf("%s to lead", r.ID()), r.IsLeader)
 }
 
+// waitFollowing waits until follower b sees leader a lead and both see both campaigning: b's
+// observer can see a's key before b's own campaign key is written.
+func waitFollowing(t *testing.T, a, b *running) {
+	t.Helper()
+	waitFor(t, 10*time.Second, "b to follow a", func() bool {
+		return b.currentView().leader.GetId() == a.ID() && len(a.currentView().candidates) == 2 && len(b.currentView().candidates) == 2
+	})
+}
+
 func dial(t *testing.T, addr string) *grpc.ClientConn {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, transport.DialOptions(transport.Plaintext)...)
