@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -23,7 +24,8 @@ func WriteTable(w io.Writer, results []*Result) error {
 }
 
 // WriteFiles writes dir/summary.json (the results) and dir/timeline.csv (every result's
-// timeline: policy,second,arrivals,queue,starting,ready,draining,desired), making dir.
+// timeline: policy,second,arrivals,queue,starting,ready,draining,desired,change,gpu_util,
+// ttft_mean_s,e2e_mean_s; the means are empty in an interval with no request), making dir.
 func WriteFiles(dir string, results []*Result) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -48,15 +50,21 @@ func WriteFiles(dir string, results []*Result) error {
 
 func writeTimeline(w io.Writer, results []*Result) error {
 	var buf []byte
-	buf = append(buf, "policy,second,arrivals,queue,starting,ready,draining,desired\n"...)
+	buf = append(buf, "policy,second,arrivals,queue,starting,ready,draining,desired,change,gpu_util,ttft_mean_s,e2e_mean_s\n"...)
 	for _, r := range results {
 		for _, p := range r.Timeline {
 			buf = append(buf, r.Policy...)
 			buf = append(buf, ',')
 			buf = strconv.AppendFloat(buf, p.Second, 'f', -1, 64)
-			for _, n := range [...]int{p.Arrivals, p.Queue, p.Starting, p.Ready, p.Draining, p.Desired} {
+			for _, n := range [...]int{p.Arrivals, p.Queue, p.Starting, p.Ready, p.Draining, p.Desired, p.Change} {
 				buf = append(buf, ',')
 				buf = strconv.AppendInt(buf, int64(n), 10)
+			}
+			for _, x := range [...]float64{p.GPUUtil, p.TTFTMean, p.E2EMean} {
+				buf = append(buf, ',')
+				if !math.IsNaN(x) {
+					buf = strconv.AppendFloat(buf, x, 'f', 4, 64)
+				}
 			}
 			buf = append(buf, '\n')
 			if len(buf) > 1<<16 {

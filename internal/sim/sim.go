@@ -92,8 +92,15 @@ type TimelinePoint struct {
 	Queue int
 	// Replicas by phase.
 	Starting, Ready, Draining int
-	// Desired is the scaler's count after the tick.
-	Desired int
+	// Desired is the scaler's count after the tick; Change is Desired less the count before
+	// the tick (a scaling event when not 0).
+	Desired, Change int
+	// GPUUtil is the mean GPU utilization of the ready replicas over the interval, 0-100.
+	GPUUtil float64
+	// TTFTMean and E2EMean are the mean time to first token and end-to-end latency, in
+	// seconds, of the requests that had their first token (TTFT) or finished (E2E) in the
+	// interval; NaN when there were none.
+	TTFTMean, E2EMean float64
 }
 
 type phase uint8
@@ -329,6 +336,8 @@ func (r *run) report(now time.Duration) {
 	at := epoch.Add(now)
 	iv := r.cfg.ReportInterval.Seconds()
 	var st State
+	var util, ttftSum, e2eSum float64
+	var ttftN, e2eN int
 	r.since = r.since[:0]
 	for _, rep := range r.reps {
 		var ph window.Phase
@@ -341,6 +350,10 @@ func (r *run) report(now time.Duration) {
 			ph = window.Ready
 			st.Ready++
 		default:
+			// Draining: out of the windows, but its requests count in the timeline.
+			ttftSum, ttftN = ttftSum+sum(rep.ttft), ttftN+len(rep.ttft)
+			e2eSum, e2eN = e2eSum+sum(rep.e2e), e2eN+len(rep.e2e)
+			rep.ttft, rep.e2e = rep.ttft[:0], rep.e2e[:0]
 			continue
 		}
 		c := rep.eng.Counters()
@@ -365,6 +378,11 @@ func (r *run) report(now time.Duration) {
 		}
 		rep.busy -= busy
 		rep.last = c
+		if rep.phase == phaseReady {
+			util += s.GPUUtil
+		}
+		ttftSum, ttftN = ttftSum+sum(rep.ttft), ttftN+len(rep.ttft)
+		e2eSum, e2eN = e2eSum+sum(rep.e2e), e2eN+len(rep.e2e)
 		rep.ttft, rep.e2e = rep.ttft[:0], rep.e2e[:0]
 		r.win.Observe(rep.id, ph, s)
 	}
@@ -385,7 +403,11 @@ func (r *run) report(now time.Duration) {
 		r.res.PeakReplicas = cur
 	}
 	if r.cfg.Timeline {
-		p := TimelinePoint{Second: now.Seconds(), Arrivals: r.arrivals, Queue: len(r.front), Desired: want}
+		p := TimelinePoint{Second: now.Seconds(), Arrivals: r.arrivals, Queue: len(r.front), Desired: want,
+			Change: want - cur, TTFTMean: mean(ttftSum, ttftN), E2EMean: mean(e2eSum, e2eN)}
+		if st.Ready > 0 {
+			p.GPUUtil = util / float64(st.Ready)
+		}
 		for _, rep := range r.reps {
 			p.Queue += rep.eng.Waiting()
 			switch rep.phase {
@@ -400,6 +422,21 @@ func (r *run) report(now time.Duration) {
 		r.res.Timeline = append(r.res.Timeline, p)
 	}
 	r.arrivals = 0
+}
+
+func sum(xs []float64) float64 {
+	t := 0.0
+	for _, x := range xs {
+		t += x
+	}
+	return t
+}
+
+func mean(sum float64, n int) float64 {
+	if n == 0 {
+		return math.NaN()
+	}
+	return sum / float64(n)
 }
 
 // scale starts or drains replicas to go from cur to want.
