@@ -6,7 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,7 +24,9 @@ func runSim(ctx context.Context, args []string, out io.Writer) error {
 	ratesFile := fs.String("rates", "", "rate series (window_start_s,aggregate_rate_rps): Poisson arrivals per window")
 	workload := fs.String("workload", "", "built-in workload: seed (low load 5 min, ramp to minute 15, high to minute 20, decline to minute 30)")
 	lengthsFile := fs.String("lengths", "", "with --rates or --workload: request trace to sample prompt/output lengths from (default: 512 prompt, 128 output tokens)")
-	scale := fs.Float64("rate-scale", 1, "with --trace: compress time by K (arrival gaps divided by K, so K times the rate, same shape); with --rates or --workload: multiply every rate by K")
+	scale := fs.Float64("rate-scale", 1, "multiply the arrival rate by K: with --trace see --scale-mode; with --rates or --workload every rate is multiplied by K")
+	scaleMode := fs.String("scale-mode", "overlay", "with --trace: overlay (K copies of the trace, each shifted by a random offset under a minute: same pace, K times the rate) or compress (arrival gaps divided by K: K times the rate and K times the pace)")
+	sloPrior := fs.String("slo-prior", "benchmark", "the slo policy's prior capacity per replica: benchmark (the capacity at the SLO printed in the header: the highest rate per replica at which a pool of simulated replicas, as many as the mean load needs, keeps 99.5 % of this workload's attainable requests within the TTFT target over 5 minutes of Poisson arrivals, as a user measures it with vLLM's benchmark_serving.py), default (the policy's own default), or requests/s")
 	seed := fs.Uint64("seed", 1, "seed of the random arrivals and lengths: the same seed gives the same results")
 	policies := fs.String("policies", strings.Join(sim.PolicyNames, ","), "comma-separated policies to compare")
 	hardware := fs.String("hardware", "a100-80gb-llama3-8b", "hardware profile of every replica: "+strings.Join(servermodel.ProfileNames(), ", "))
@@ -31,7 +35,7 @@ func runSim(ctx context.Context, args []string, out io.Writer) error {
 	initial := fs.Int("initial-replicas", 0, "replicas ready at the start (0: what the first minute's arrivals need)")
 	maxReplicas := fs.Int("max-replicas", sim.DefaultMaxReplicas, "most replicas")
 	duration := fs.Duration("duration", 0, "replay only arrivals before this offset (after scaling; 0: all)")
-	outDir := fs.String("out", "", "write summary.json and timeline.csv to this directory")
+	outDir := fs.String("out", "", "write summary.json, timeline.csv and PNG plots (four panels per policy, SLO attainment against GPU-hours) to this directory")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -42,13 +46,37 @@ func runSim(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	w, err := simWorkload(*traceFile, *ratesFile, *workload, *lengthsFile, *scale, *seed)
+	w, err := simWorkload(*traceFile, *ratesFile, *workload, *lengthsFile, *scale, *scaleMode, *seed)
 	if err != nil {
 		return err
 	}
 	w.Truncate(*duration)
+	if len(w.Requests) == 0 {
+		return errors.New("the workload has no requests")
+	}
 	names := strings.Split(*policies, ",")
 	env := sim.Env{Params: params, Workload: w, SLOTarget: *sloTarget}
+	var pool int
+	if env.Capacity, pool, err = sim.FleetCapacity(params, w, *sloTarget, sim.ClairvoyantCalibration); err != nil {
+		return err
+	}
+	if env.Capacity <= 0 {
+		return fmt.Errorf("%s replicas miss the %s TTFT target for more than 0.5 %% of these requests even at a trickle: raise --slo-target or pick faster --hardware", *hardware, *sloTarget)
+	}
+	priorNote := "the policy's default"
+	switch *sloPrior {
+	case "default":
+	case "benchmark":
+		env.SLOPrior = env.Capacity
+		priorNote = "the capacity at the SLO, as a user measures it with a benchmark"
+	default:
+		v, err := strconv.ParseFloat(*sloPrior, 64)
+		if err != nil || !(v > 0) || math.IsInf(v, 0) {
+			return fmt.Errorf("--slo-prior %q: want benchmark, default or a positive requests/s", *sloPrior)
+		}
+		env.SLOPrior = v
+		priorNote = fmt.Sprintf("%g req/s per replica", v)
+	}
 	var scalers []sim.Scaler
 	for _, n := range names {
 		sc, err := sim.NewScaler(strings.TrimSpace(n), env)
@@ -62,16 +90,28 @@ func runSim(ctx context.Context, args []string, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "workload: %s: %d requests over %s; hardware %s; TTFT SLO %s; %d replicas warm at the start\n",
 		w.Name, len(w.Requests), w.Duration().Round(time.Second), *hardware, *sloTarget, *initial)
+	fmt.Fprintf(out, "attainable: %.2f %% of requests meet the TTFT target alone on an idle replica; capacity at the SLO: %.2f req/s per replica in a pool of %d; slo prior: %s\n",
+		100*sim.Attainable(params, w, *sloTarget), env.Capacity, pool, priorNote)
 	cfg := sim.Config{Params: params, Workload: w, SLOTarget: *sloTarget,
 		MinReplicas: *minReplicas, MaxReplicas: *maxReplicas, InitialReplicas: *initial, Timeline: *outDir != ""}
 	var results []*sim.Result
+	var clairvoyantNote string
 	begin := time.Now()
 	for i, sc := range scalers {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		fmt.Fprintf(os.Stderr, "\rsim: %d/%d policies done, running %s...   ", i, len(scalers), sc.Name())
-		res, err := sim.Run(cfg, sc)
+		var res *sim.Result
+		if _, ok := sc.(*sim.Clairvoyant); ok {
+			var c *sim.Clairvoyant
+			c, res, err = sim.TuneClairvoyant(cfg, env, sim.ClairvoyantAttainment)
+			if err == nil {
+				clairvoyantNote = fmt.Sprintf("clairvoyant: headroom %+.2f, the least that reaches %.0f %% attainment\n", c.Headroom(), 100*sim.ClairvoyantAttainment)
+			}
+		} else {
+			res, err = sim.Run(cfg, sc)
+		}
 		if err != nil {
 			return fmt.Errorf("policy %s: %w", sc.Name(), err)
 		}
@@ -81,13 +121,22 @@ func runSim(ctx context.Context, args []string, out io.Writer) error {
 	if err := sim.WriteTable(out, results); err != nil {
 		return err
 	}
-	if *outDir != "" {
-		return sim.WriteFiles(*outDir, results)
+	fmt.Fprint(out, clairvoyantNote)
+	if *outDir == "" {
+		return nil
 	}
+	if err := sim.WriteFiles(*outDir, results); err != nil {
+		return err
+	}
+	paths, err := sim.WritePlots(*outDir, results, sim.DefaultPlotThresholds(*sloTarget))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "wrote summary.json, timeline.csv and %d plots to %s\n", len(paths), *outDir)
 	return nil
 }
 
-func simWorkload(traceFile, ratesFile, workload, lengthsFile string, scale float64, seed uint64) (*sim.Workload, error) {
+func simWorkload(traceFile, ratesFile, workload, lengthsFile string, scale float64, scaleMode string, seed uint64) (*sim.Workload, error) {
 	n := 0
 	for _, s := range []string{traceFile, ratesFile, workload} {
 		if s != "" {
@@ -102,7 +151,13 @@ func simWorkload(traceFile, ratesFile, workload, lengthsFile string, scale float
 		if err != nil {
 			return nil, err
 		}
-		return sim.FromRequests(traceFile, reqs, scale)
+		switch scaleMode {
+		case "overlay":
+			return sim.Overlay(traceFile, reqs, scale, seed)
+		case "compress":
+			return sim.FromRequests(traceFile, reqs, scale)
+		}
+		return nil, fmt.Errorf("--scale-mode %q: want overlay or compress", scaleMode)
 	}
 	lengths := sim.FixedLengths(512, 128)
 	if lengthsFile != "" {

@@ -20,7 +20,9 @@ type Input struct {
 	// ColdStart is the expected time from start to ready for a new replica.
 	ColdStart time.Duration
 	// Stable and Panic are the deployment's windows at Now, over the spans Config returns.
-	Stable, Panic window.Values
+	// Recent is the window over the last half of Stable's span, from which the slo policy
+	// reads the trend of the arrival rate; its zero value means no trend.
+	Stable, Panic, Recent window.Values
 	// Min and Max bound the replica count; Max <= 0 means no upper bound.
 	Min, Max int
 	// Paused is set by ScaleDeployment: decide nothing but a hold.

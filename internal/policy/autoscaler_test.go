@@ -89,11 +89,11 @@ func TestToProto(t *testing.T) {
 func TestSteadyStateAllocatesNothing(t *testing.T) {
 	for name, policy := range allPolicies() {
 		t.Run(name, func(t *testing.T) {
-			f := newFleet(t, policy(), flat(25), withReplicas(3))
+			f := newFleet(t, policy(), flat(17), withReplicas(3))
 			f.run(10 * time.Minute)
 			cfg := f.as.Config()
 			ids := []string{f.reps[0].id, f.reps[1].id, f.reps[2].id}
-			s := window.Sample{Running: 16, FinishedPerSec: 8, GPUUtil: 60, HasGPUUtil: true, KVCache: 0.5, HasKVCache: true,
+			s := window.Sample{Running: 16, FinishedPerSec: 5.6, GPUUtil: 60, HasGPUUtil: true, KVCache: 0.5, HasKVCache: true,
 				TTFT: window.Summary{P50: 0.1, P95: 0.25, Count: 8}, E2E: window.Summary{P50: 2, P95: 4, Count: 8}}
 			var d Decision
 			allocs := testing.AllocsPerRun(200, func() {

@@ -223,13 +223,13 @@ func TestSLOStepOutsidePanic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The last minute averaged 60 req/s, the last 6 s are calm: sizing wants 8, a
-	// non-panic decision adds at most 4.
+	// The last minute averaged 60 req/s, the last 6 s are calm: sizing wants 7 (6 replicas'
+	// worth, with 15 % headroom or one spare), a non-panic decision adds at most 4.
 	d := a.Evaluate(Input{
 		Now: epoch, Ready: 2, Min: 1, Max: 50, ReportInterval: time.Second,
 		Stable: valuesFor(time.Minute, 2, 60, 0), Panic: valuesFor(6*time.Second, 2, 15, 0),
 	})
-	if d.Recommended != 8 || d.Desired != 6 || len(d.Clamps) != 1 || d.Clamps[0].Kind != ClampMaxStep {
-		t.Errorf("recommended %d desired %d clamps %+v, want 8 limited to 6 by max_step", d.Recommended, d.Desired, d.Clamps)
+	if d.Recommended != 7 || d.Desired != 6 || len(d.Clamps) != 1 || d.Clamps[0].Kind != ClampMaxStep {
+		t.Errorf("recommended %d desired %d clamps %+v, want 7 limited to 6 by max_step", d.Recommended, d.Desired, d.Clamps)
 	}
 }

@@ -31,7 +31,7 @@ const (
 
 	defaultSLOPercentile = 95
 	defaultSLOTarget     = 2 * time.Second
-	defaultHeadroom      = 0.2
+	defaultHeadroom      = 0.15
 	defaultPrior         = 2
 	defaultDownDelay     = 120 * time.Second
 	defaultPanicMaxStep  = 10

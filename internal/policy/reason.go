@@ -192,8 +192,12 @@ func (a *Autoscaler) causeText() string {
 		if c.code == causeSLOSpare {
 			lead = fmt.Sprintf("spare capacity for %s: ", secs(c.d))
 		}
-		return fmt.Sprintf("%s%s req/s x %.2g headroom needs %d replicas at %s req/s each in %s window",
-			lead, num(c.a), 1+a.cfg.slo.headroom, c.n, num(c.c), secs(a.cfg.stable.Seconds()))
+		sizing := "x " + num(1+a.cfg.slo.headroom) + " headroom"
+		if c.flags&1 != 0 {
+			sizing = "with one replica spare"
+		}
+		return fmt.Sprintf("%s%s req/s %s needs %d replicas at %s req/s each in %s window",
+			lead, num(c.a), sizing, c.n, num(c.c), secs(a.cfg.stable.Seconds()))
 	}
 	return c.code.phrase()
 }

@@ -11,13 +11,25 @@ const (
 	// capacityTau is the time constant of the capacity EWMA: long enough to average a
 	// minute of saturated samples, short enough to follow a change in request mix.
 	capacityTau = 60 * time.Second
+	// priorWeight is how much saturated time the prior counts as: a few seconds of
+	// samples, each a handful of finished requests, move it only part of the way.
+	priorWeight = 20 * time.Second
+	// trendSigmas is how many standard deviations of chance a rising arrival rate must
+	// exceed before the policy sizes for where it is heading.
+	trendSigmas = 3
+	// trendPersist is how long a rise must last before the policy sizes for its trend, and
+	// trendMaxRise the most it projects, as a share of the recent rate.
+	trendPersist = 10 * time.Second
+	trendMaxRise = 0.5
+	// backlogNoise is the queue per ready replica below which a queue is not a backlog.
+	backlogNoise = 0.5
 	// minLatencyRequests is how many requests a window needs before its percentile is
 	// trusted: p95 of a handful of requests is mostly noise.
 	minLatencyRequests = 10
 	// downMargin is the hysteresis of a scale-down: the remaining replicas must carry the
 	// demand with headroom plus this share, so a demand that sits on the boundary between
 	// two counts does not flap between them.
-	downMargin = 0.1
+	downMargin = 0.05
 	// arrivalSigmas is how far above ready capacity the panic window's arrival rate must be
 	// before it alone means panic, in standard deviations of a Poisson count over the window:
 	// at 3 a steady load sized with headroom almost never trips it by chance.
@@ -31,6 +43,11 @@ type sloState struct {
 	capacity float64
 	measured time.Duration
 	lastEval time.Time
+	// breachSince is when the panic window's latency went over the target; zero while it
+	// is within.
+	breachSince time.Time
+	// risingSince is when the arrival rate's rise last became significant; zero while not.
+	risingSince time.Time
 	// spare is set while the stable window has shown spare capacity since spareSince.
 	spare      bool
 	spareSince time.Time
@@ -55,10 +72,15 @@ func (c *sloConfig) latency(v *window.Values) (float64, bool) {
 
 // learnCapacity updates the per-replica capacity estimate from the windows.
 //
-//   - A replica whose queue stayed non-empty through a report interval was serving as fast
-//     as it can: the panic window's SaturatedFinishedPerReplica is a direct sample. The
-//     estimate is a running mean of samples until capacityTau of them is seen, then an EWMA
-//     with that time constant, so the first measurement replaces the prior at once.
+//   - While the panic window's latency is over the target although the estimate says the
+//     ready replicas have the headroom to spare, the estimate is too high, the replicas are
+//     truly saturated, and those whose queue stayed non-empty through a report interval were
+//     serving as fast as they can: saturatedRate is a direct sample. The estimate is a running mean of the prior (weighted as priorWeight
+//     of samples) and the samples until capacityTau of them is seen, then an EWMA with that
+//     time constant. A queue alone is not enough: with continuous batching, a request or
+//     two wait now and then behind a chunked prefill at any load, and LLM requests finish
+//     seconds after they start, so a replica that has just filled finishes far fewer
+//     requests per second than it serves.
 //   - Serving d requests/s per replica for a whole stable window with the SLO met and no
 //     queue proves a capacity of at least d: the estimate is raised to it. This undoes an
 //     underestimate (a heavy request mix that has passed) without ever overloading.
@@ -70,20 +92,103 @@ func (a *Autoscaler) learnCapacity(in *Input) {
 	}
 	dt = min(max(dt, time.Millisecond), a.cfg.panic)
 	s.lastEval = in.Now
-	if sat := in.Panic.SaturatedFinishedPerReplica; sat > 0 {
+	// A breach counts as evidence against the estimate only while the estimate says the
+	// ready replicas carry the arrivals with the headroom to spare: a fleet that is short by
+	// the model's own count breaches as the model expects, and says nothing of capacity.
+	p := &in.Panic
+	lat, ok := c.latency(p)
+	spare := float64(p.Ready)*s.capacity >= max(p.ArrivalRate, 0)*(1+c.headroom)
+	switch {
+	case !ok || lat <= c.targetS || !spare:
+		s.breachSince = time.Time{}
+	case s.breachSince.IsZero():
+		s.breachSince = in.Now
+	}
+	// Only a breach that has lasted a few request lifetimes says what a saturated replica
+	// serves: before that, replicas that have just filled up serve prefills first and
+	// finish little.
+	settle := max(a.cfg.panic, time.Duration(2*in.Stable.E2EMean*float64(time.Second)))
+	if sat := saturatedRate(in); sat > 0 && !s.breachSince.IsZero() && in.Now.Sub(s.breachSince) >= settle {
 		s.measured += dt
-		alpha := float64(dt) / float64(min(capacityTau, s.measured))
+		alpha := float64(dt) / float64(min(capacityTau, s.measured+priorWeight))
 		s.capacity += alpha * (sat - s.capacity)
 	}
 	st := &in.Stable
 	if st.Ready > 0 && st.Stale == 0 && st.Starting == 0 && in.Starting == 0 &&
 		st.Covered >= st.Span*9/10 && st.Waiting < 1 {
 		if lat, ok := c.latency(st); ok && lat <= c.targetS {
-			if d := st.FinishedPerSec / float64(st.Ready); d > s.capacity {
+			d := st.FinishedPerSec / float64(st.Ready)
+			if d > s.capacity {
 				s.capacity = d
 			}
 		}
 	}
+}
+
+// saturatedRate is the requests/s a saturated replica serves: its output tokens/s over the
+// output tokens of a finished request in the stable window, which has no lag; or, when the
+// windows have no token counts (a server that does not export them), its finished
+// requests/s. 0 when no replica was saturated.
+func saturatedRate(in *Input) float64 {
+	p, st := &in.Panic, &in.Stable
+	if p.SaturatedGenerationTPSPerReplica > 0 && st.FinishedPerSec > 0 && st.GenerationTPS > 0 {
+		return p.SaturatedGenerationTPSPerReplica * st.FinishedPerSec / st.GenerationTPS
+	}
+	return p.SaturatedFinishedPerReplica
+}
+
+// sized is the replicas that carry arrival at capacity each with headroom h, plus margin of
+// the result: ceil(load x (1+h) x (1+margin)), where load = arrival / capacity, and at least
+// one replica spare once the load needs a whole one: ceil(load x (1+margin)) + 1. spare
+// reports that the spare replica decided. The spare matters for small fleets, where 15 % of
+// two replicas is less than one and a rising load waits a whole cold start for the next;
+// margin applies to both terms, so that a scale-down is not undone by the next tick.
+func sized(arrival, capacity, h, margin float64) (n int, spare bool) {
+	load := arrival / capacity * (1 + margin)
+	n = ceilCount(load * (1 + h))
+	if load >= 1 {
+		if m := ceilCount(load) + 1; m > n {
+			return m, true
+		}
+	}
+	return n, false
+}
+
+// forecast is the arrival rate to size for: the stable window's, or, when the arrival rate
+// has been rising beyond what chance explains for trendPersist, the rate the trend reaches
+// one cold start from now, so that replicas started now are not already short when they are
+// ready.
+//
+// A linear trend puts each window's mean at the middle of the time it covers, so the slope is
+// the difference of the Recent (last half) and Stable means over the gap between their
+// middles. For Poisson arrivals that difference has variance rate x (1/recent - 1/stable)
+// (one window holds the other); the projected rise counts only beyond trendSigmas standard
+// deviations of it, and never beyond trendMaxRise of the recent rate. Real traffic is burstier
+// than Poisson, so a rise must also last: a burst passes, a ramp goes on.
+func (a *Autoscaler) forecast(in *Input) float64 {
+	st, r, s := &in.Stable, &in.Recent, &a.slo
+	base := max(st.ArrivalRate, 0)
+	if r.Span <= 0 || r.Span >= st.Span || r.Covered < r.Span*9/10 || st.Covered < st.Span*9/10 || st.Covered <= r.Covered {
+		s.risingSince = time.Time{}
+		return base
+	}
+	recent := max(r.ArrivalRate, 0)
+	rs, ss := r.Covered.Seconds(), st.Covered.Seconds()
+	gap := (ss - rs) / 2
+	ahead := rs/2 + in.ColdStart.Seconds()
+	rise := (recent - base) / gap * ahead
+	noise := math.Sqrt(recent*(1/rs-1/ss)) / gap * ahead
+	if rise <= trendSigmas*noise {
+		s.risingSince = time.Time{}
+		return base
+	}
+	if s.risingSince.IsZero() {
+		s.risingSince = in.Now
+	}
+	if in.Now.Sub(s.risingSince) < trendPersist {
+		return base
+	}
+	return max(base, recent+min(rise-trendSigmas*noise, trendMaxRise*recent))
 }
 
 // evalSLO keeps the latency SLO with as few replicas as it can; see the package doc.
@@ -106,7 +211,10 @@ func (a *Autoscaler) evalSLO(in *Input, cur int) (raw, want int, panicking bool)
 	case okP && latP <= c.targetS:
 		s.latStuck, s.latAddLoad = false, 0
 	}
-	if backlog >= 1 && (arrivalP >= readyCap || backlog/(readyCap-arrivalP) > c.targetS) {
+	// A queue under half a request per ready replica is the noise of continuous batching
+	// (a request waiting behind a long chunked prefill), not a backlog: arrivals beyond
+	// capacity are caught below, before a real backlog forms.
+	if backlog >= max(1, float64(p.Ready)*backlogNoise) && (arrivalP >= readyCap || backlog/(readyCap-arrivalP) > c.targetS) {
 		risk |= 2
 	}
 	if cov := p.Covered.Seconds(); cov > 0 && arrivalP > readyCap+arrivalSigmas*math.Sqrt(readyCap/cov) {
@@ -157,16 +265,19 @@ func (a *Autoscaler) evalSLO(in *Input, cur int) (raw, want int, panicking bool)
 		return need, need, true
 	}
 
-	// Steady sizing on the stable window.
-	arrivalS := max(st.ArrivalRate, 0)
-	need := ceilCount(arrivalS * (1 + h) / capacity)
+	// Steady sizing on the stable window, or where its trend is heading.
+	arrivalS := a.forecast(in)
+	need, spare := sized(arrivalS, capacity, h, 0)
 	a.cause = cause{code: causeSLOFits, a: arrivalS, c: capacity, n: need}
+	if spare {
+		a.cause.flags = 1
+	}
 	switch {
 	case need > cur:
 		s.spare = false
 		a.cause.code = causeSLOSize
 		return need, need, false
-	case ceilCount(arrivalS*(1+h)*(1+downMargin)/capacity) < cur:
+	case func() bool { n, _ := sized(arrivalS, capacity, h, downMargin); return n < cur }():
 		latS, okS := c.latency(st)
 		if (okS && latS > c.targetS && !s.latStuck) || st.Covered < st.Span/2 {
 			s.spare = false

@@ -16,14 +16,18 @@ const (
 )
 
 // BaselineInFlightTarget is the requests in flight (waiting + running) per ready replica that
-// all three baselines aim for, so that they differ only in their control laws. It is the
+// the hpa and kpa baselines aim for, so that they differ only in their control laws. It is the
 // default target_ongoing_requests of Ray Serve LLM (DEFAULT_TARGET_ONGOING_REQUESTS = 16 in
 // ray/llm/_internal/serve/configs/constants.py), the one published per-replica default meant
-// for LLM replicas that batch. Plain Ray Serve's default of 2 (ray/serve/_private/constants.py)
-// and Knative's 100 x 70 % = 70 were chosen for request-at-a-time HTTP servers: 2 would keep a
-// replica that batches up to 256 sequences (vLLM's --max-num-seqs) nearly idle, and HPA has no
-// default target at all.
+// for LLM replicas that batch. HPA has no default target at all, and Knative's 100 x 70 % = 70
+// was chosen for request-at-a-time HTTP servers.
 const BaselineInFlightTarget = 16.0
+
+// RayTargetOngoingRequests is plain Ray Serve's default target_ongoing_requests [2]
+// (ray/serve/_private/constants.py), which the ray baseline keeps, as a Ray Serve user who sets
+// nothing gets it. It was chosen for request-at-a-time HTTP servers: on a replica that batches
+// up to 256 sequences (vLLM's --max-num-seqs) it asks for many replicas, each nearly idle.
+const RayTargetOngoingRequests = 2.0
 
 // inFlight is the deployment's time-averaged requests in flight over v's span.
 func inFlight(v window.Values) float64 { return v.Waiting + v.Running }
@@ -288,7 +292,7 @@ const (
 
 // Ray is Ray Serve's default autoscaling policy (replica_queue_length_autoscaling_policy with
 // the delay logic of _apply_delay_logic in ray/serve/autoscaling_policy.py), with
-// target_ongoing_requests BaselineInFlightTarget. Ray's controller runs it every 0.1 s; here
+// target_ongoing_requests RayTargetOngoingRequests. Ray's controller runs it every 0.1 s; here
 // it runs at every report tick, and a delay counts ticks:
 //
 //	desired = running x (ongoing over 30 s / (target x running)), then

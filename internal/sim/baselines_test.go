@@ -75,6 +75,14 @@ func (f *fleet) run(d time.Duration, total float64) time.Duration {
 // the windows' averages cannot ask for one more.
 const below = 0.97
 
+// targetOf is the in-flight target per replica the named baseline aims at.
+func targetOf(name string) float64 {
+	if name == PolicyRay {
+		return RayTargetOngoingRequests
+	}
+	return BaselineInFlightTarget
+}
+
 func newBaseline(t *testing.T, name string) Scaler {
 	t.Helper()
 	sc, err := NewScaler(name, Env{})
@@ -89,7 +97,7 @@ func TestBaselinesScaleUpOnLoad(t *testing.T) {
 	for _, name := range []string{PolicyHPA, PolicyKPA, PolicyRay} {
 		t.Run(name, func(t *testing.T) {
 			f := newFleet(newBaseline(t, name), 2, 0)
-			f.run(3*time.Minute, (want-0.3)*BaselineInFlightTarget)
+			f.run(3*time.Minute, (want-0.3)*targetOf(name))
 			if f.ready != want {
 				t.Errorf("%d replicas after 3 min at %d replicas' load, want %d", f.ready, want, want)
 			}
@@ -98,31 +106,31 @@ func TestBaselinesScaleUpOnLoad(t *testing.T) {
 }
 
 func TestBaselineDelays(t *testing.T) {
-	const tgt = BaselineInFlightTarget
 	tests := []struct {
 		name     string
 		policy   string
 		from     int     // steady replicas before the change
-		load     float64 // in flight after the change
+		load     float64 // in flight after the change, in replicas' targets
 		min, max time.Duration
 	}{
 		// The last high recommendation is at most one sync period old at the change, and the
 		// first low one needs one sync period of low load.
-		{"hpa waits 300 s to scale down", PolicyHPA, 10, 2 * tgt, HPAScaleDownStabilization - HPASyncPeriod, HPAScaleDownStabilization + HPASyncPeriod},
-		{"hpa scales up at the next sync", PolicyHPA, 2, 10 * tgt, 0, HPASyncPeriod},
+		{"hpa waits 300 s to scale down", PolicyHPA, 10, 2, HPAScaleDownStabilization - HPASyncPeriod, HPAScaleDownStabilization + HPASyncPeriod},
+		{"hpa scales up at the next sync", PolicyHPA, 2, 10, 0, HPASyncPeriod},
 		// Ray's desired count crosses the current one within the look-back of the change,
 		// and must then hold for longer than the delay.
-		{"ray waits 30 s to scale up", PolicyRay, 2, 10 * tgt, RayUpscaleDelay, RayUpscaleDelay + RayLookBack/5},
-		{"ray waits 600 s to scale down", PolicyRay, 10, 2 * tgt, RayDownscaleDelay, RayDownscaleDelay + RayLookBack/2},
+		{"ray waits 30 s to scale up", PolicyRay, 2, 10, RayUpscaleDelay, RayUpscaleDelay + RayLookBack/5},
+		{"ray waits 600 s to scale down", PolicyRay, 10, 2, RayDownscaleDelay, RayDownscaleDelay + RayLookBack/2},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			tgt := targetOf(tc.policy)
 			f := newFleet(newBaseline(t, tc.policy), tc.from, 0)
 			// 7 s past a sync tick, so the change falls inside a sync period.
 			if got := f.run(12*time.Minute+7*time.Second, below*float64(tc.from)*tgt); got >= 0 {
 				t.Fatalf("count changed %s into the steady load", got)
 			}
-			got := f.run(tc.max+time.Minute, tc.load)
+			got := f.run(tc.max+time.Minute, tc.load*tgt)
 			if got < tc.min || got > tc.max {
 				t.Errorf("first change %s after the load changed, want within [%s, %s]", got, tc.min, tc.max)
 			}

@@ -52,6 +52,14 @@ type Env struct {
 	Workload *Workload
 	// SLOTarget is the TTFT target.
 	SLOTarget time.Duration
+	// Capacity is the requests/s per replica the clairvoyant scaler provisions for, and
+	// WarmReplicas counts with: SLOCapacity with ClairvoyantCalibration. 0 means
+	// ReplicaCapacity at the workload's mean lengths, which is right for a light-tailed mix
+	// and far too high for long prompts, which hold a replica's prefill for seconds.
+	Capacity float64
+	// SLOPrior is the slo policy's prior capacity in requests/s per replica (its
+	// prior_requests_per_second); 0 leaves the policy's default.
+	SLOPrior float64
 }
 
 // Policy names NewScaler knows.
@@ -70,8 +78,9 @@ var PolicyNames = []string{PolicyThreshold, PolicyTarget, PolicySLO, PolicyHPA, 
 const targetLoad = 0.7
 
 // NewScaler returns the named policy for env. hpa, kpa and ray are the baselines in
-// baselines.go, all aiming at BaselineInFlightTarget requests in flight per replica. threshold, target and slo are the controller's
-// own policy code (policy.Autoscaler) with the policy's defaults, and for slo the TTFT target
+// baselines.go: hpa and kpa aim at BaselineInFlightTarget requests in flight per replica, ray
+// at Ray Serve's default RayTargetOngoingRequests. threshold, target and slo are the
+// controller's own policy code (policy.Autoscaler) with the policy's defaults, and for slo the TTFT target
 // env.SLOTarget at p95; target tracks in-flight requests per replica at the count Little's law
 // gives at 70 % of a replica's capacity (see ReplicaCapacity), since the policy has no default
 // target.
@@ -91,16 +100,20 @@ func NewScaler(name string, env Env) (Scaler, error) {
 			Target: math.Max(target, 1),
 		}}}
 	case PolicySLO:
-		p = &llmscalerv1.Policy{Kind: &llmscalerv1.Policy_Slo{Slo: &llmscalerv1.SloPolicy{
+		slo := &llmscalerv1.SloPolicy{
 			Metric: llmscalerv1.SloMetric_SLO_METRIC_TTFT,
 			Target: durationpb.New(env.SLOTarget),
-		}}}
+		}
+		if env.SLOPrior > 0 {
+			slo.PriorRequestsPerSecond = &env.SLOPrior
+		}
+		p = &llmscalerv1.Policy{Kind: &llmscalerv1.Policy_Slo{Slo: slo}}
 	case PolicyHPA:
 		return NewHPA(BaselineInFlightTarget), nil
 	case PolicyKPA:
 		return NewKPA(BaselineInFlightTarget), nil
 	case PolicyRay:
-		return NewRay(BaselineInFlightTarget), nil
+		return NewRay(RayTargetOngoingRequests), nil
 	case PolicyClairvoyant:
 		return NewClairvoyant(env), nil
 	default:
@@ -113,6 +126,9 @@ func NewScaler(name string, env Env) (Scaler, error) {
 type PolicyScaler struct {
 	as  *policy.Autoscaler
 	cfg window.Config
+	// OnChange, when set, is called with every decision whose desired count differs from
+	// the current one, as the controller journals them.
+	OnChange func(elapsed time.Duration, d policy.Decision)
 }
 
 // NewPolicyScaler wraps a policy.Autoscaler for p.
@@ -144,8 +160,12 @@ func (p *PolicyScaler) Desired(s *State) int {
 		ReportInterval: s.ReportInterval,
 		Stable:         s.Window.Values(s.Now, p.cfg.Stable),
 		Panic:          s.Window.Values(s.Now, p.cfg.Panic),
+		Recent:         s.Window.Values(s.Now, p.cfg.Stable/2),
 	}
 	d := p.as.Evaluate(in)
+	if p.OnChange != nil && d.Desired != d.Current {
+		p.OnChange(s.Elapsed, d)
+	}
 	if d.DryRun {
 		return d.Current
 	}
@@ -193,15 +213,25 @@ func InFlightAt(p servermodel.Params, prompt, output, rate float64) float64 {
 
 // Clairvoyant defaults.
 const (
-	// ClairvoyantHeadroom is the capacity kept above the future rate.
-	ClairvoyantHeadroom = 0.1
-	// ClairvoyantWindow is the span the future rate is averaged over.
-	ClairvoyantWindow = 60 * time.Second
+	// ClairvoyantHeadroom is the capacity kept above the future rate by NewClairvoyant;
+	// TuneClairvoyant finds the least that meets the SLO.
+	ClairvoyantHeadroom = 0.0
+	// ClairvoyantWindow is the span the future rate is averaged over: short, so that the
+	// scaler sees the bursts it must carry.
+	ClairvoyantWindow = 10 * time.Second
+	// ClairvoyantAttainment is the SLO attainment TuneClairvoyant aims for: the quality
+	// bar's.
+	ClairvoyantAttainment = 0.99
 )
 
-// Clairvoyant knows the workload's future arrivals. The replicas needed at time t are
-// n(t) = ceil(rate over [t, t+ClairvoyantWindow) x (1+ClairvoyantHeadroom) / capacity), with
-// capacity from ReplicaCapacity at the workload's mean lengths. At every tick it wants the
+// ClairvoyantCalibration measures the capacity the clairvoyant scaler provisions for: a pool
+// of 8 replicas (the fleet size the quality bar asks for) keeping 99.5 % of requests within
+// the target under Poisson arrivals with the workload's own lengths.
+var ClairvoyantCalibration = Calibration{Replicas: 8, Attainment: 0.995, Duration: 5 * time.Minute, Seed: 1}
+
+// Clairvoyant knows the workload's future arrivals and a replica's exact capacity at the SLO
+// (Env.Capacity). The replicas needed at time t are
+// n(t) = ceil(rate over [t, t+ClairvoyantWindow) x (1+ClairvoyantHeadroom) / capacity). At every tick it wants the
 // most of n over [now, now+cold start]: replicas are started exactly one cold start before
 // they are needed, and none is stopped that is still needed now.
 type Clairvoyant struct {
@@ -223,9 +253,49 @@ func NewClairvoyant(env Env) *Clairvoyant {
 	for i, n := range c.perSec {
 		c.prefix[i+1] = c.prefix[i] + n
 	}
-	prompt, output := env.Workload.MeanLengths()
-	c.capacity = ReplicaCapacity(env.Params, prompt, output)
+	c.capacity = env.Capacity
+	if c.capacity <= 0 {
+		prompt, output := env.Workload.MeanLengths()
+		c.capacity = ReplicaCapacity(env.Params, prompt, output)
+	}
 	return c
+}
+
+// Headroom is the capacity the scaler keeps above the future rate, as a fraction.
+func (c *Clairvoyant) Headroom() float64 { return c.headroom }
+
+// TuneClairvoyant makes the clairvoyant scaler the reference the simulator compares with: the
+// fewest GPU-hours that still meet the SLO. It bisects, to 0.01, for the least headroom in
+// [-0.3, 1] at which a run of cfg reaches attainment (a negative headroom provisions below
+// the calibrated capacity, whose 99.5 % target leaves some slack), and returns that scaler
+// and its run. Attainment is taken to grow with headroom; where noise breaks that, the
+// result is still a headroom that meets the target, if any does. With none that does, it
+// returns the scaler with headroom 1.
+func TuneClairvoyant(cfg Config, env Env, attainment float64) (*Clairvoyant, *Result, error) {
+	c := NewClairvoyant(env)
+	try := func(h float64) (*Result, error) {
+		c.headroom = h
+		return Run(cfg, c)
+	}
+	lo, hi := -0.3, 1.0
+	best, err := try(hi)
+	if err != nil || best.SLOAttainment < attainment {
+		return c, best, err
+	}
+	for hi-lo > 0.01 {
+		mid := (lo + hi) / 2
+		res, err := try(mid)
+		if err != nil {
+			return nil, nil, err
+		}
+		if res.SLOAttainment >= attainment {
+			hi, best = mid, res
+		} else {
+			lo = mid
+		}
+	}
+	c.headroom = hi
+	return c, best, nil
 }
 
 // Name is "clairvoyant".
@@ -241,7 +311,11 @@ func (c *Clairvoyant) Capacity() float64 { return c.capacity }
 func (c *Clairvoyant) need(sec int) int {
 	lo := min(max(sec, 0), len(c.perSec))
 	hi := min(lo+c.span, len(c.perSec))
-	rate := float64(c.prefix[hi]-c.prefix[lo]) / float64(c.span)
+	if hi <= lo {
+		return 0
+	}
+	// The last window of the workload is shorter: its rate is over the seconds it has.
+	rate := float64(c.prefix[hi]-c.prefix[lo]) / float64(hi-lo)
 	return int(math.Ceil(rate * (1 + c.headroom) / c.capacity))
 }
 
@@ -256,6 +330,14 @@ func (c *Clairvoyant) Desired(s *State) int {
 	return want
 }
 
-// WarmReplicas is how many replicas the workload's first ClairvoyantWindow needs, as the
-// clairvoyant scaler counts them: a fair warm start for every policy.
-func WarmReplicas(env Env) int { return max(NewClairvoyant(env).need(0), 1) }
+// WarmReplicas is the most replicas the workload needs within its first cold start, as the
+// clairvoyant scaler with no headroom counts them: no policy can add a replica before then,
+// so this is a fair warm start for every policy.
+func WarmReplicas(env Env) int {
+	c := NewClairvoyant(env)
+	want := 1
+	for t := 0; t <= int((env.Params.ColdStart+time.Second-1)/time.Second); t++ {
+		want = max(want, c.need(t))
+	}
+	return want
+}

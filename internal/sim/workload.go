@@ -78,6 +78,56 @@ func FromRequests(name string, reqs []trace.Request, scale float64) (*Workload, 
 	return &Workload{Name: fmt.Sprintf("%s, time compressed x%g", name, scale), Requests: out}, nil
 }
 
+// OverlayMaxShift bounds the random shift of each copy Overlay adds: short enough that the
+// trace's shape at the scale autoscaling sees (minutes) is kept, long enough that the copies'
+// arrivals interleave rather than land together.
+const OverlayMaxShift = time.Minute
+
+// Overlay scales a request trace's rate by scale without changing its time scale: the result
+// is floor(scale) copies of the trace, plus one copy that keeps each request with probability
+// scale - floor(scale). Every copy is shifted later by a random offset below OverlayMaxShift,
+// every copy but the first takes each request's lengths from a request of the trace drawn at
+// random (other users send other requests),
+// and only the stretch that every copy covers is kept: from OverlayMaxShift to the trace's
+// end, rebased to start at zero (so the replay is OverlayMaxShift shorter than the trace, and
+// a trace shorter than that yields no requests). Unlike time compression, a burst lasts as
+// long as it did, so cold starts and windows meet the trace's real pace. seed draws the
+// shifts and the thinning.
+func Overlay(name string, reqs []trace.Request, scale float64, seed uint64) (*Workload, error) {
+	if !(scale > 0) || math.IsInf(scale, 0) || scale > 1000 {
+		return nil, fmt.Errorf("rate scale %v: want a positive number up to 1000", scale)
+	}
+	if len(reqs) == 0 {
+		return &Workload{Name: name}, nil
+	}
+	end := reqs[len(reqs)-1].At
+	rng := rand.New(rand.NewPCG(seed, seed^0x5851f42d4c957f2d))
+	out := make([]trace.Request, 0, int(math.Ceil(scale))*len(reqs))
+	for c := 0; float64(c) < scale; c++ {
+		keep := min(scale-float64(c), 1)
+		shift := time.Duration(rng.Int64N(int64(OverlayMaxShift)))
+		for _, r := range reqs {
+			if keep < 1 && rng.Float64() >= keep {
+				continue
+			}
+			r.At += shift
+			if r.At < OverlayMaxShift || r.At > end {
+				continue
+			}
+			r.At -= OverlayMaxShift
+			if c > 0 {
+				// Another user's request: the trace's lengths, drawn independently, so a
+				// long request is not repeated K times within a minute.
+				l := reqs[rng.IntN(len(reqs))]
+				r.PromptTokens, r.OutputTokens = l.PromptTokens, l.OutputTokens
+			}
+			out = append(out, r)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b trace.Request) int { return cmpDur(a.At, b.At) })
+	return &Workload{Name: fmt.Sprintf("%s, %g overlaid copies shifted up to %s", name, scale, OverlayMaxShift), Requests: out}, nil
+}
+
 // Lengths draws prompt and output lengths for generated arrivals.
 type Lengths struct {
 	from         []trace.Request

@@ -105,6 +105,11 @@ type Values struct {
 	// intervals where the replica's queue was non-empty at both ends, so it was busy
 	// throughout: its capacity for the current request mix. 0 if none was saturated.
 	SaturatedFinishedPerReplica float64
+	// SaturatedGenerationTPSPerReplica is output tokens/s per ready replica over the same
+	// intervals. Divided by the output tokens of a request it is the replica's request rate
+	// without the lag of finished counts: a replica that has just filled up generates at
+	// its full rate at once, but finishes its first requests only seconds later.
+	SaturatedGenerationTPSPerReplica float64
 }
 
 // TTFT is the window's merged time-to-first-token distribution as a Summary.
@@ -121,7 +126,7 @@ type sums struct {
 	covered                             int64   // ns
 	waiting, running, gen, prom, finish float64 // integrals over time: value x seconds
 	growth                              float64 // requests
-	kv, gpu, satFinished                float64 // sums over replica-ticks
+	kv, gpu, satFinished, satGen        float64 // sums over replica-ticks
 	kvN, gpuN, satN                     int64
 	requests                            uint64  // finished requests with latency
 	e2eMean                             float64 // requests x their mean E2E latency
@@ -133,7 +138,7 @@ func (a sums) minus(b sums) sums {
 		waiting: a.waiting - b.waiting, running: a.running - b.running,
 		gen: a.gen - b.gen, prom: a.prom - b.prom, finish: a.finish - b.finish,
 		growth: a.growth - b.growth,
-		kv:     a.kv - b.kv, gpu: a.gpu - b.gpu, satFinished: a.satFinished - b.satFinished,
+		kv:     a.kv - b.kv, gpu: a.gpu - b.gpu, satFinished: a.satFinished - b.satFinished, satGen: a.satGen - b.satGen,
 		kvN: a.kvN - b.kvN, gpuN: a.gpuN - b.gpuN, satN: a.satN - b.satN,
 		requests: a.requests - b.requests, e2eMean: a.e2eMean - b.e2eMean,
 	}
@@ -325,6 +330,7 @@ func (d *Deployment) Tick(now time.Time) {
 			}
 			if s.Waiting > 0 && r.hasPrev && r.prevWaiting > 0 {
 				p.satFinished += s.FinishedPerSec
+				p.satGen += s.GenerationTPS
 				p.satN++
 			}
 		}
@@ -436,6 +442,7 @@ func (d *Deployment) fill(v *Values, w *sums, m int) {
 	}
 	if w.satN > 0 {
 		v.SaturatedFinishedPerReplica = w.satFinished / float64(w.satN)
+		v.SaturatedGenerationTPSPerReplica = w.satGen / float64(w.satN)
 	}
 	v.Requests = w.requests
 	if w.requests > 0 {

@@ -160,8 +160,8 @@ func TestMeansAndSaturation(t *testing.T) {
 	d := NewDeployment(Config{})
 	for i := 1; i <= 10; i++ {
 		now := at(float64(i))
-		d.Observe("busy", Ready, Sample{Time: now, Waiting: 4, Running: 16, FinishedPerSec: 8, GPUUtil: 90, HasGPUUtil: true, KVCache: 0.8, HasKVCache: true})
-		d.Observe("idle", Ready, Sample{Time: now, Running: 2, FinishedPerSec: 1, GPUUtil: 30, HasGPUUtil: true})
+		d.Observe("busy", Ready, Sample{Time: now, Waiting: 4, Running: 16, FinishedPerSec: 8, GenerationTPS: 800, GPUUtil: 90, HasGPUUtil: true, KVCache: 0.8, HasKVCache: true})
+		d.Observe("idle", Ready, Sample{Time: now, Running: 2, FinishedPerSec: 1, GenerationTPS: 50, GPUUtil: 30, HasGPUUtil: true})
 		d.Observe("loading", Starting, Sample{Time: now, GPUUtil: 100, HasGPUUtil: true, KVCache: 1, HasKVCache: true})
 		d.Tick(now)
 	}
@@ -171,6 +171,9 @@ func TestMeansAndSaturation(t *testing.T) {
 	}
 	if !near(v.SaturatedFinishedPerReplica, 8, 1e-9) {
 		t.Errorf("saturated finished per replica %v, want the busy replica's 8", v.SaturatedFinishedPerReplica)
+	}
+	if !near(v.SaturatedGenerationTPSPerReplica, 800, 1e-9) {
+		t.Errorf("saturated generation per replica %v, want the busy replica's 800", v.SaturatedGenerationTPSPerReplica)
 	}
 	if !near(v.FinishedPerSec, 9, 1e-9) || !near(v.Waiting, 4, 1e-9) || !near(v.Running, 18, 1e-9) {
 		t.Errorf("finished %v waiting %v running %v, want totals 9, 4, 18", v.FinishedPerSec, v.Waiting, v.Running)

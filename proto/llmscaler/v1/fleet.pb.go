@@ -1224,7 +1224,8 @@ type SloPolicy struct {
 	Metric     SloMetric            `protobuf:"varint,1,opt,name=metric,proto3,enum=llmscaler.v1.SloMetric" json:"metric,omitempty"`
 	Percentile *float64             `protobuf:"fixed64,2,opt,name=percentile,proto3,oneof" json:"percentile,omitempty"`
 	Target     *durationpb.Duration `protobuf:"bytes,3,opt,name=target,proto3" json:"target,omitempty"`
-	// headroom: capacity kept above the measured demand, as a share [0.2].
+	// headroom: capacity kept above the measured demand, as a share [0.15], and at least one
+	// replica once the demand needs one whole replica.
 	Headroom *float64 `protobuf:"fixed64,4,opt,name=headroom,proto3,oneof" json:"headroom,omitempty"`
 	// prior_requests_per_second: a replica's capacity before any is measured [2].
 	PriorRequestsPerSecond *float64 `protobuf:"fixed64,5,opt,name=prior_requests_per_second,json=priorRequestsPerSecond,proto3,oneof" json:"prior_requests_per_second,omitempty"`
