@@ -168,9 +168,13 @@ func (r *reconciler) pass() map[string][]string {
 		log.Info("stop sent", "reason", a.reason, "command_id", cmd.GetCommandId())
 		sent[a.deployment] = append(sent[a.deployment], fmt.Sprintf("stop %s on %s (%s)", a.instanceID, a.nodeID, a.reason))
 	}
+	// Stamped when sent, not when the pass began: a pass that began before a decision may
+	// carry out that decision (it reads the desired count late), and the decision's journal
+	// entry asks for the commands sent since it was made.
+	sentAt := r.c.now()
 	for dep, texts := range sent {
 		for _, t := range texts {
-			r.sent[dep] = append(r.sent[dep], sentCommand{at: now, text: t})
+			r.sent[dep] = append(r.sent[dep], sentCommand{at: sentAt, text: t})
 		}
 	}
 	for dep, l := range r.sent {

@@ -20,9 +20,9 @@ type Input struct {
 	// ColdStart is the expected time from start to ready for a new replica.
 	ColdStart time.Duration
 	// Stable and Panic are the deployment's windows at Now, over the spans Config returns.
-	// Recent is the window over the last half of Stable's span, from which the slo policy
-	// reads the trend of the arrival rate; its zero value means no trend.
-	Stable, Panic, Recent window.Values
+	// Long is the window over Config's History (two stable windows), from which the slo
+	// policy reads the trend of the arrival rate; its zero value means no trend.
+	Stable, Panic, Long window.Values
 	// Min and Max bound the replica count; Max <= 0 means no upper bound.
 	Min, Max int
 	// Paused is set by ScaleDeployment: decide nothing but a hold.
@@ -151,7 +151,7 @@ func (a *Autoscaler) SetPolicy(p *llmscalerv1.Policy) error {
 
 // Config is the windows the policy reads; ReportInterval is left 0 for the caller to set.
 func (a *Autoscaler) Config() window.Config {
-	return window.Config{Stable: a.cfg.stable, Panic: a.cfg.panic}
+	return window.Config{Stable: a.cfg.stable, Panic: a.cfg.panic, History: 2 * a.cfg.stable}
 }
 
 // Policy is the name of the policy in force: "threshold", "target" or "slo".

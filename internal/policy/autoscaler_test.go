@@ -18,9 +18,9 @@ func TestNewAutoscalerDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := window.Config{Stable: 60 * time.Second, Panic: 6 * time.Second}
+	want := window.Config{Stable: 60 * time.Second, Panic: 6 * time.Second, History: 120 * time.Second}
 	if a.Policy() != NameSLO || a.Config() != want || a.slo.capacity != 2 {
-		t.Errorf("nil policy: %s %+v capacity %v, want slo with 60 s/6 s windows and the prior 2", a.Policy(), a.Config(), a.slo.capacity)
+		t.Errorf("nil policy: %s %+v capacity %v, want slo with 60 s/6 s windows, 120 s of history and the prior 2", a.Policy(), a.Config(), a.slo.capacity)
 	}
 }
 

@@ -23,24 +23,33 @@
 //
 // slo, the default: keep TTFT (or E2E) at p95 (or another percentile) under 2 s with as few
 // replicas as possible.
-//   - Capacity: each ready replica's requests/s, measured while its queue stays non-empty,
-//     averaged by an EWMA that starts from prior_requests_per_second [2]; raised to the
-//     throughput a replica demonstrably served with the SLO met, lowered towards the load at
-//     which latency broke the target. Sizing: ceil(arrival x (1 + headroom [0.2]) /
-//     capacity) on the stable window, up by at most 4 per decision.
-//   - Panic: when the panic window shows p95 over target, a queue that cannot drain within
-//     the target, or arrivals above ready capacity by more than Poisson noise explains, scale
-//     up at once to serve the panic arrival rate with headroom and drain the backlog, up to
-//     panic_max_step [10] replicas per decision.
+//   - Capacity: each ready replica's requests/s, from prior_requests_per_second [2] until
+//     measured. Lowered only by a breach that lasts a few request lifetimes while the estimate
+//     says the ready replicas have headroom to spare (a fleet short by the model's own count
+//     breaches as expected and says nothing of capacity); the sample is the saturated
+//     replicas' output tokens/s over the output tokens of a request (finished requests lag by
+//     seconds). Raised to the throughput a replica demonstrably served with the SLO met.
+//   - Sizing on the stable window: ceil(arrival / capacity x (1 + headroom [0.15])), and at
+//     least one replica spare once the load needs a whole one; up by at most 4 per decision.
+//     When the arrival rate has risen beyond 3 standard deviations of Poisson noise between
+//     the Long window (two stable windows) and the stable one, for 10 s, with the panic window
+//     not below the stable mean, it sizes for where that trend is one cold start ahead (at most
+//     1.5 x the stable rate).
+//   - Panic: when the panic window shows p95 over target (and the stable window does too, if
+//     there is no queue: a few long prompts are not a capacity problem), a backlog of at least
+//     half a request per ready replica that cannot drain within the target, or arrivals above
+//     ready capacity by more than Poisson noise explains, scale up at once to serve the panic
+//     arrival rate with headroom and drain the backlog, up to panic_max_step [10] replicas per
+//     decision.
 //   - Starting replicas are capacity arriving at StartingSince + ColdStart: the backlog is
 //     projected to when a replica started now would be ready, with each starting one
 //     draining it from its expected ready time, so the policy adds once and waits instead of
 //     adding again while the first ones load; with slow cold starts the drain is planned over
 //     one cold start rather than the target, so it does not overshoot.
 //   - Scale down by one replica only after the stable window has shown spare capacity (the
-//     demand fits in one replica fewer, with headroom and a 10 % margin) for
-//     scale_down_delay [120 s], each further step a panic window after the last change, with
-//     no replica starting and, as for every policy, fresh data from every replica.
+//     demand fits in one replica fewer, with headroom or the spare replica, and a 5 % margin)
+//     for scale_down_delay [120 s], each further step a panic window after the last change,
+//     with no replica starting and, as for every policy, fresh data from every replica.
 //
 // # Common clamps
 //

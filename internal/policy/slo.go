@@ -155,29 +155,30 @@ func sized(arrival, capacity, h, margin float64) (n int, spare bool) {
 }
 
 // forecast is the arrival rate to size for: the stable window's, or, when the arrival rate
-// has been rising beyond what chance explains for trendPersist, the rate the trend reaches
-// one cold start from now, so that replicas started now are not already short when they are
-// ready.
+// has been rising beyond what chance explains for trendPersist and still is, the rate its
+// trend reaches one cold start from now, so that replicas started now are not already short
+// when they are ready.
 //
 // A linear trend puts each window's mean at the middle of the time it covers, so the slope is
-// the difference of the Recent (last half) and Stable means over the gap between their
-// middles. For Poisson arrivals that difference has variance rate x (1/recent - 1/stable)
-// (one window holds the other); the projected rise counts only beyond trendSigmas standard
-// deviations of it, and never beyond trendMaxRise of the recent rate. Real traffic is burstier
-// than Poisson, so a rise must also last: a burst passes, a ramp goes on.
+// the difference of the Stable and Long (two stable windows) means over the gap between their
+// middles. For Poisson arrivals that difference has variance rate x (1/stable - 1/long) (one
+// window holds the other); the projected rise counts only beyond trendSigmas standard
+// deviations of it, and never beyond trendMaxRise of the stable rate. Real traffic is
+// burstier than Poisson, so a rise must also last, and the panic window must not be below
+// the stable mean: a burst passes, a ramp goes on.
 func (a *Autoscaler) forecast(in *Input) float64 {
-	st, r, s := &in.Stable, &in.Recent, &a.slo
+	st, l, s := &in.Stable, &in.Long, &a.slo
 	base := max(st.ArrivalRate, 0)
-	if r.Span <= 0 || r.Span >= st.Span || r.Covered < r.Span*9/10 || st.Covered < st.Span*9/10 || st.Covered <= r.Covered {
+	if l.Span <= st.Span || l.Covered < l.Span*9/10 || st.Covered < st.Span*9/10 || l.Covered <= st.Covered {
 		s.risingSince = time.Time{}
 		return base
 	}
-	recent := max(r.ArrivalRate, 0)
-	rs, ss := r.Covered.Seconds(), st.Covered.Seconds()
-	gap := (ss - rs) / 2
-	ahead := rs/2 + in.ColdStart.Seconds()
-	rise := (recent - base) / gap * ahead
-	noise := math.Sqrt(recent*(1/rs-1/ss)) / gap * ahead
+	long := max(l.ArrivalRate, 0)
+	ss, ls := st.Covered.Seconds(), l.Covered.Seconds()
+	gap := (ls - ss) / 2
+	ahead := ss/2 + in.ColdStart.Seconds()
+	rise := (base - long) / gap * ahead
+	noise := math.Sqrt(base*(1/ss-1/ls)) / gap * ahead
 	if rise <= trendSigmas*noise {
 		s.risingSince = time.Time{}
 		return base
@@ -185,10 +186,12 @@ func (a *Autoscaler) forecast(in *Input) float64 {
 	if s.risingSince.IsZero() {
 		s.risingSince = in.Now
 	}
-	if in.Now.Sub(s.risingSince) < trendPersist {
+	if in.Now.Sub(s.risingSince) < trendPersist || in.Panic.ArrivalRate < base {
+		// Not for long enough yet, or the last seconds are below the stable mean: a burst
+		// that has passed, not a ramp.
 		return base
 	}
-	return max(base, recent+min(rise-trendSigmas*noise, trendMaxRise*recent))
+	return base + min(rise-trendSigmas*noise, trendMaxRise*base)
 }
 
 // evalSLO keeps the latency SLO with as few replicas as it can; see the package doc.
@@ -240,6 +243,13 @@ func (a *Autoscaler) evalSLO(in *Input, cur int) (raw, want int, panicking bool)
 			if risk != 1 || backlog >= 1 {
 				// The model says the capacity on hand and on its way drains the queue in
 				// time; latency over target is that queue, which is going.
+				a.cause.code = causeSLOFits
+				return cur, cur, true
+			}
+			if latS, okS := c.latency(st); !okS || latS <= c.targetS {
+				// Over target in the panic window only, with no queue: a few requests slow
+				// by their own size (a long prompt's prefill), which more replicas do not
+				// make faster. A lasting breach shows in the stable window too.
 				a.cause.code = causeSLOFits
 				return cur, cur, true
 			}

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -251,36 +252,44 @@ func TestForecast(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	in := func(now time.Time, stable, recent float64) *Input {
+	in := func(now time.Time, long, stable, panic float64) *Input {
 		return &Input{Now: now, ColdStart: 80 * time.Second,
 			Stable: window.Values{Span: time.Minute, Covered: time.Minute, ArrivalRate: stable},
-			Recent: window.Values{Span: 30 * time.Second, Covered: 30 * time.Second, ArrivalRate: recent}}
+			Long:   window.Values{Span: 2 * time.Minute, Covered: 2 * time.Minute, ArrivalRate: long},
+			Panic:  window.Values{Span: 6 * time.Second, Covered: 6 * time.Second, ArrivalRate: panic}}
 	}
 	now := epoch.Add(time.Hour)
-	if f := a.forecast(in(now, 50, 50)); f != 50 {
+	if f := a.forecast(in(now, 50, 50, 50)); f != 50 {
 		t.Errorf("flat load: forecast %g, want the stable rate 50", f)
 	}
-	// A rise well within Poisson noise: 52 vs 50 over 15 s.
-	if f := a.forecast(in(now, 50, 52)); f != 50 {
-		t.Errorf("noise: forecast %g, want the stable rate 50", f)
+	// 51 against 50 over two minutes is within Poisson noise.
+	if f := a.forecast(in(now, 50, 51, 51)); f != 51 {
+		t.Errorf("noise: forecast %g, want the stable rate 51", f)
 	}
-	// A ramp of 1 req/s every second: recent is 15 req/s above stable. Not sized for until
-	// it has lasted trendPersist.
-	if f := a.forecast(in(now, 40, 55)); f != 40 {
-		t.Errorf("a rise just seen: forecast %g, want the stable rate 40 until it lasts", f)
+	// A ramp of 0.25 req/s a second: the stable mean (30 s ago) is 7.5 above the long one
+	// (60 s ago). Not sized for until it has lasted trendPersist.
+	if f := a.forecast(in(now, 47.5, 55, 60)); f != 55 {
+		t.Errorf("a rise just seen: forecast %g, want the stable rate 55 until it lasts", f)
 	}
 	now = now.Add(trendPersist)
-	f := a.forecast(in(now, 40, 55))
-	// 1 req/s/s over 15 s + 80 s = +95, less 3 sigma of noise, capped at half of 55.
-	if f != 55+trendMaxRise*55 {
-		t.Errorf("a lasting ramp: forecast %g, want %g (recent 55 plus the capped rise)", f, 55+trendMaxRise*55)
+	// The trend reaches 30 s + 80 s ahead: +27.5, less 3 standard deviations of
+	// sqrt(55 x (1/60 - 1/120)) / 30 s x 110 s = 2.48.
+	want := 55 + 27.5 - 3*math.Sqrt(55*(1.0/60-1.0/120))/30*110
+	if f := a.forecast(in(now, 47.5, 55, 60)); math.Abs(f-want) > 1e-9 {
+		t.Errorf("a lasting ramp: forecast %g, want %g", f, want)
 	}
-	// The rise gone: back to the stable rate, and the next rise must last again.
-	if f := a.forecast(in(now.Add(time.Second), 55, 55)); f != 55 {
-		t.Errorf("after the ramp: forecast %g, want 55", f)
+	// The same windows with the last seconds below the stable mean: a burst that passed.
+	if f := a.forecast(in(now, 47.5, 55, 50)); f != 55 {
+		t.Errorf("a passed burst: forecast %g, want the stable rate 55", f)
 	}
-	if f := a.forecast(in(now.Add(2*time.Second), 40, 55)); f != 40 {
-		t.Errorf("a new rise: forecast %g, want 40 until it lasts", f)
+	// A steep rise is capped at half the stable rate.
+	if f := a.forecast(in(now, 20, 55, 60)); f != 55*(1+trendMaxRise) {
+		t.Errorf("a steep rise: forecast %g, want the cap %g", f, 55*(1+trendMaxRise))
+	}
+	// The rise gone: the next one must last again.
+	a.forecast(in(now.Add(time.Second), 55, 55, 55))
+	if f := a.forecast(in(now.Add(2*time.Second), 47.5, 55, 60)); f != 55 {
+		t.Errorf("a new rise: forecast %g, want 55 until it lasts", f)
 	}
 }
 

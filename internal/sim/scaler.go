@@ -160,7 +160,7 @@ func (p *PolicyScaler) Desired(s *State) int {
 		ReportInterval: s.ReportInterval,
 		Stable:         s.Window.Values(s.Now, p.cfg.Stable),
 		Panic:          s.Window.Values(s.Now, p.cfg.Panic),
-		Recent:         s.Window.Values(s.Now, p.cfg.Stable/2),
+		Long:           s.Window.Values(s.Now, p.cfg.History),
 	}
 	d := p.as.Evaluate(in)
 	if p.OnChange != nil && d.Desired != d.Current {
@@ -227,7 +227,7 @@ const (
 // ClairvoyantCalibration measures the capacity the clairvoyant scaler provisions for: a pool
 // of 8 replicas (the fleet size the quality bar asks for) keeping 99.5 % of requests within
 // the target under Poisson arrivals with the workload's own lengths.
-var ClairvoyantCalibration = Calibration{Replicas: 8, Attainment: 0.995, Duration: 5 * time.Minute, Seed: 1}
+var ClairvoyantCalibration = Calibration{Replicas: 8, Attainment: 0.99, Duration: 5 * time.Minute, Seed: 1}
 
 // Clairvoyant knows the workload's future arrivals and a replica's exact capacity at the SLO
 // (Env.Capacity). The replicas needed at time t are

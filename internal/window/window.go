@@ -57,6 +57,9 @@ type Config struct {
 	// Stable [60 s] and Panic [6 s] are the long and short windows. The Deployment only uses
 	// them to size its ring; callers pass the span they want to Values.
 	Stable, Panic time.Duration
+	// History is the longest span callers read, when longer than Stable (a trend over two
+	// stable windows): the ring covers it too.
+	History time.Duration
 }
 
 // WithDefaults returns c with its zero (or negative) fields set to the defaults.
@@ -201,7 +204,7 @@ const TicksPerInterval = 10
 // points already held as far as they go; the ring grows if the new windows need it.
 func (d *Deployment) SetConfig(c Config) {
 	d.cfg = c.WithDefaults()
-	need := int(max(d.cfg.Stable, d.cfg.Panic)/d.cfg.ReportInterval) + 2
+	need := int(max(d.cfg.Stable, d.cfg.Panic, d.cfg.History)/d.cfg.ReportInterval) + 2
 	if need > len(d.ts) {
 		d.resize(min(need, maxPoints))
 	}
