@@ -20,8 +20,9 @@ type Input struct {
 	// ColdStart is the expected time from start to ready for a new replica.
 	ColdStart time.Duration
 	// Stable and Panic are the deployment's windows at Now, over the spans Config returns.
-	// Long is the window over Config's History (two stable windows), from which the slo
-	// policy reads the trend of the arrival rate; its zero value means no trend.
+	// Long is the window over Config's History (two stable windows), read with
+	// window.Deployment.Totals, from which the slo policy reads the trend of the arrival rate;
+	// its zero value means no trend.
 	Stable, Panic, Long window.Values
 	// Min and Max bound the replica count; Max <= 0 means no upper bound.
 	Min, Max int

@@ -68,6 +68,7 @@ func BenchmarkTick(b *testing.B) {
 					d := bd.as.Evaluate(Input{
 						Now: now, Deployment: "bench", Ready: replicas, Min: 1, Max: 20, ReportInterval: time.Second,
 						ColdStart: time.Minute, Stable: bd.dep.Values(now, cfg.Stable), Panic: bd.dep.Values(now, cfg.Panic),
+						Long: bd.dep.Totals(now, cfg.History),
 					})
 					if d.Change {
 						b.Fatalf("deployment %d changed in steady state: %s", i, d.Reason)

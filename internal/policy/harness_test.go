@@ -173,7 +173,7 @@ func (f *fleet) input(cfg window.Config) Input {
 		Now: f.now, Deployment: "chat", ColdStart: f.coldStart, Min: f.min, Max: f.max,
 		Paused: f.paused, ReportInterval: time.Second,
 		Stable: f.dep.Values(f.now, cfg.Stable), Panic: f.dep.Values(f.now, cfg.Panic),
-		Long: f.dep.Values(f.now, cfg.History),
+		Long: f.dep.Totals(f.now, cfg.History),
 	}
 	for _, r := range f.reps {
 		if r.ready {

@@ -160,7 +160,7 @@ func (p *PolicyScaler) Desired(s *State) int {
 		ReportInterval: s.ReportInterval,
 		Stable:         s.Window.Values(s.Now, p.cfg.Stable),
 		Panic:          s.Window.Values(s.Now, p.cfg.Panic),
-		Long:           s.Window.Values(s.Now, p.cfg.History),
+		Long:           s.Window.Totals(s.Now, p.cfg.History),
 	}
 	d := p.as.Evaluate(in)
 	if p.OnChange != nil && d.Desired != d.Current {

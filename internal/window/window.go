@@ -384,6 +384,16 @@ func (d *Deployment) push(t int64, ttft, e2e comp) {
 // Values returns the figures over the points closed in (now-span, now], and the replica
 // counts at now. O(log points + points in the span for latencies + replicas), no allocation.
 func (d *Deployment) Values(now time.Time, span time.Duration) Values {
+	return d.values(now, span, true)
+}
+
+// Totals is Values without the latency percentiles (TTFT and E2E P50 and P95 stay 0), for a
+// long span read only for its rates: O(log points + replicas), no allocation.
+func (d *Deployment) Totals(now time.Time, span time.Duration) Values {
+	return d.values(now, span, false)
+}
+
+func (d *Deployment) values(now time.Time, span time.Duration, latency bool) Values {
 	v := Values{Span: span}
 	// The window is the m newest points: those after now-span.
 	cut := now.UnixNano() - int64(span)
@@ -408,7 +418,7 @@ func (d *Deployment) Values(now time.Time, span time.Duration) Values {
 	}
 	if m > 0 {
 		w := d.cum[d.idx(0)].minus(base)
-		d.fill(&v, &w, m)
+		d.fill(&v, &w, m, latency)
 	}
 	staleAge := d.staleAge()
 	for i := range d.replicas {
@@ -425,8 +435,9 @@ func (d *Deployment) Values(now time.Time, span time.Duration) Values {
 	return v
 }
 
-// fill sets the figures of v from the window's totals w over its m newest points.
-func (d *Deployment) fill(v *Values, w *sums, m int) {
+// fill sets the figures of v from the window's totals w over its m newest points, and the
+// latency percentiles when latency is set.
+func (d *Deployment) fill(v *Values, w *sums, m int, latency bool) {
 	v.Covered = time.Duration(w.covered)
 	if w.covered > 0 {
 		sec := float64(w.covered) / float64(time.Second)
@@ -450,6 +461,9 @@ func (d *Deployment) fill(v *Values, w *sums, m int) {
 	v.Requests = w.requests
 	if w.requests > 0 {
 		v.E2EMean = w.e2eMean / float64(w.requests)
+	}
+	if !latency {
+		return
 	}
 	// The window's latency components lie in the ring from the m-th newest point to the
 	// newest: one stretch, or two where it wraps.

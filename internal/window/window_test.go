@@ -493,3 +493,27 @@ func TestSummaryQuantile(t *testing.T) {
 		t.Errorf("empty summary quantile %v, want 0", got)
 	}
 }
+
+func TestTotalsIsValuesWithoutPercentiles(t *testing.T) {
+	d := NewDeployment(Config{History: 2 * time.Minute})
+	for i := 1; i <= 150; i++ {
+		now := at(float64(i))
+		d.Observe("r1", Ready, Sample{Time: now, Waiting: float64(i % 3), Running: 10, FinishedPerSec: 4, GenerationTPS: 400,
+			TTFT: Summary{P50: 0.1, P95: 0.3, Count: 4}, E2E: Summary{P50: 2, P95: 3, Count: 4}})
+		d.Tick(now)
+	}
+	v, tot := d.Values(at(150), 2*time.Minute), d.Totals(at(150), 2*time.Minute)
+	if tot.TTFTP95 != 0 || tot.E2EP50 != 0 {
+		t.Errorf("Totals has percentiles: %+v", tot)
+	}
+	if v.TTFTP95 == 0 {
+		t.Fatalf("Values has no TTFT p95: %+v", v)
+	}
+	if v.Covered < 110*time.Second {
+		t.Errorf("a 2 min read covers %v: the ring must hold History", v.Covered)
+	}
+	v.TTFTP50, v.TTFTP95, v.E2EP50, v.E2EP95 = 0, 0, 0, 0
+	if v != tot {
+		t.Errorf("Totals %+v, want Values without percentiles %+v", tot, v)
+	}
+}
