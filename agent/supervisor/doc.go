@@ -18,7 +18,10 @@
 // exits when nobody stopped it is restarted after a backoff (1 s, doubling, capped at 60 s,
 // on the watch loop's clock) up to the profile's max_restarts times, then FAILED with its
 // exit code and the last lines of its log. While it waits for a restart it is STARTING with
-// no process, and keeps its GPUs.
+// no process, and keeps its GPUs. A READY instance's health path is checked every
+// Config.HealthInterval; one that fails Config.UnhealthyChecks checks in a row (a deadlocked
+// engine, a wedged GPU: the process lives on but serves nothing) is taken for hung, its
+// process group is killed, and it is restarted the same way, with "hung" in its message.
 //
 // Stop makes an instance DRAINING (no longer routable), waits until a scrape taken after the
 // drain began shows no running or waiting requests, or until the drain timeout passes, then

@@ -89,6 +89,10 @@ func (s *Supervisor) tick(ctx context.Context) {
 		case inst.phase == llmscalerv1.InstancePhase_INSTANCE_PHASE_STARTING && !inst.stopping, ready && inst.recheck:
 			probes = append(probes, &probe{inst: inst, gen: inst.gen, health: true, url: base + inst.prof.HealthPath, at: now})
 		case ready || inst.phase == llmscalerv1.InstancePhase_INSTANCE_PHASE_DRAINING:
+			if ready && !inst.stopping && inst.hung == "" && now.Sub(inst.healthAt) >= s.cfg.HealthInterval {
+				inst.healthAt = now
+				probes = append(probes, &probe{inst: inst, gen: inst.gen, health: true, url: base + inst.prof.HealthPath, at: now})
+			}
 			if s.cfg.Metrics != nil && !inst.lostProfile {
 				probes = append(probes, &probe{inst: inst, gen: inst.gen, url: base + inst.prof.MetricsPath,
 					dialect: string(inst.prof.Dialect), at: now})
@@ -181,6 +185,10 @@ func (s *Supervisor) applyLocked(p *probe, now time.Time) {
 		s.setPhaseLocked(inst, llmscalerv1.InstancePhase_INSTANCE_PHASE_STARTING)
 		return
 	}
+	if inst.phase == llmscalerv1.InstancePhase_INSTANCE_PHASE_READY && !inst.stopping && inst.hung == "" {
+		s.livenessLocked(inst, p.err)
+		return
+	}
 	if inst.phase != llmscalerv1.InstancePhase_INSTANCE_PHASE_STARTING || inst.stopping {
 		return
 	}
@@ -195,6 +203,27 @@ func (s *Supervisor) applyLocked(p *probe, now time.Time) {
 	inst.message = ""
 	s.setPhaseLocked(inst, llmscalerv1.InstancePhase_INSTANCE_PHASE_READY)
 	inst.log.Info("instance ready", "cold_start", inst.coldStart)
+}
+
+// livenessLocked records a READY instance's health check. A server that stops answering
+// while its process lives on (a deadlocked engine, a wedged GPU) would otherwise stay READY
+// forever: after UnhealthyChecks failures in a row its process group is killed, and its exit
+// is handled as a crash, restarted with backoff up to max_restarts.
+func (s *Supervisor) livenessLocked(inst *instance, err error) {
+	if err == nil {
+		inst.unhealthy = 0
+		return
+	}
+	inst.unhealthy++
+	inst.log.Warn("ready instance failed a health check", "failures", inst.unhealthy, "of", s.cfg.UnhealthyChecks, "error", err)
+	if inst.unhealthy < s.cfg.UnhealthyChecks || !inst.watched {
+		return
+	}
+	inst.hung = fmt.Sprintf("hung: not healthy for %d checks %s apart (%v)", inst.unhealthy, s.cfg.HealthInterval, err)
+	inst.log.Error("instance hung; killing its process group", "pid", inst.pid, "failures", inst.unhealthy)
+	if err := signalGroup(inst.pid, syscall.SIGKILL); err != nil {
+		inst.log.Warn("cannot kill the hung instance", "error", err)
+	}
 }
 
 func (s *Supervisor) checkHealth(ctx context.Context, url string) error {
@@ -301,6 +330,9 @@ func (s *Supervisor) exitedLocked(inst *instance, code int32, why string, now ti
 		return
 	}
 	inst.watched = false // killLeftovers has killed what was left of the group
+	if inst.hung != "" {
+		why = inst.hung + "; killed, " + why
+	}
 	inst.log.Warn("instance exited unexpectedly", "pid", inst.pid, "exit", why, "restarts", inst.restarts)
 	if inst.lostProfile || int(inst.restarts) >= inst.prof.MaxRestarts {
 		msg := fmt.Sprintf("%s after %d restarts", why, inst.restarts)
@@ -457,6 +489,7 @@ func (s *Supervisor) spawnLocked(inst *instance, now time.Time) error {
 	inst.startupDeadline = now.Add(inst.prof.StartupTimeout)
 	inst.readyAt, inst.coldStart = time.Time{}, 0
 	inst.recheck, inst.killed, inst.signalledAt = false, false, time.Time{}
+	inst.healthAt, inst.unhealthy, inst.hung = time.Time{}, 0, ""
 	s.dirty = true
 	inst.log.Info("instance started", "pid", pid, "port", port, "profile", inst.profile, "gpus", inst.gpus)
 	if s.onSpawn != nil {

@@ -52,6 +52,12 @@ type Config struct {
 	HTTPClient *http.Client
 	// RestartBackoff spaces restarts after unexpected exits; zero means DefaultRestartBackoff.
 	RestartBackoff backoff.Config
+	// HealthInterval is how often a READY instance's health path is checked; 0 means
+	// DefaultHealthInterval. After UnhealthyChecks failures in a row [DefaultUnhealthyChecks]
+	// the server is taken for hung: its process group is killed and it is restarted as after
+	// an unexpected exit.
+	HealthInterval  time.Duration
+	UnhealthyChecks int
 	// Now is the clock of every deadline; nil means time.Now.
 	Now func() time.Time
 }
@@ -68,6 +74,13 @@ const (
 	DefaultHost        = "127.0.0.1"
 	DefaultInterval    = time.Second
 	DefaultLogMaxBytes = 10 << 20
+	// DefaultHealthInterval and DefaultUnhealthyChecks take a READY server for hung after
+	// three checks 10 s apart fail (each check times out with the watch loop's probes, 1 s at
+	// the default interval): the liveness probe usually given vLLM on Kubernetes (period 10 s,
+	// failure threshold 3, timeout 1 s). A busy server's event loop answers within that; one
+	// that has not answered for 20-30 s is stuck, and its GPUs are better restarted.
+	DefaultHealthInterval  = 10 * time.Second
+	DefaultUnhealthyChecks = 3
 )
 
 // DefaultRestartBackoff is 1 s, doubling, capped at a minute, with a little jitter so that
@@ -161,6 +174,9 @@ type instance struct {
 	restarts        uint32
 	restartAt       time.Time // non-zero: no process, start one at this time
 	recheck         bool      // an adopted READY instance: check its health once
+	healthAt        time.Time // when a READY instance's last health check was started
+	unhealthy       int       // failed health checks in a row while READY
+	hung            string    // non-empty: killed as hung, for the message of its exit
 	endedAt         time.Time // when it became STOPPED or FAILED
 
 	metrics  *llmscalerv1.QueueMetrics
@@ -201,6 +217,12 @@ func New(cfg Config, log hclog.Logger) (*Supervisor, error) {
 	}
 	if cfg.RestartBackoff == (backoff.Config{}) {
 		cfg.RestartBackoff = DefaultRestartBackoff
+	}
+	if cfg.HealthInterval <= 0 {
+		cfg.HealthInterval = DefaultHealthInterval
+	}
+	if cfg.UnhealthyChecks <= 0 {
+		cfg.UnhealthyChecks = DefaultUnhealthyChecks
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

@@ -772,3 +772,42 @@ func TestLostProfileIsNotRestarted(t *testing.T) {
 		t.Errorf("UsedGPUs = %v, want none", got)
 	}
 }
+
+func TestHungServerIsKilledAndRestarted(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, Config{HealthInterval: 100 * time.Millisecond, UnhealthyChecks: 3,
+		RestartBackoff: backoff.Config{Base: time.Second, Multiplier: 2, Max: time.Second}})
+	h.start("i-1", "llama", "serve", 2)
+	first := h.waitPhase("i-1", ready)
+	// SIGSTOP freezes the server as a deadlock would: the process lives, nothing answers.
+	if err := syscall.Kill(-int(first.GetPid()), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	waiting := h.waitStatus("i-1", "to wait for a restart, saying it hung", func(st *llmscalerv1.InstanceStatus) bool {
+		return st.GetPhase() == starting && strings.Contains(st.GetMessage(), "hung: not healthy for 3 checks")
+	})
+	if !strings.Contains(waiting.GetMessage(), "restart 1 of") {
+		t.Errorf("message %q, want the restart it waits for", waiting.GetMessage())
+	}
+	st := h.waitStatus("i-1", "to be READY again after the restart", func(st *llmscalerv1.InstanceStatus) bool {
+		return st.GetPhase() == ready && st.GetRestarts() == 1
+	})
+	if st.GetPid() == first.GetPid() || st.GetExitCode() != 128+int32(syscall.SIGKILL) {
+		t.Errorf("after the restart: pid %d (was %d), exit code %d; want a new pid and 137", st.GetPid(), first.GetPid(), st.GetExitCode())
+	}
+	if len(h.spawned()) != 2 {
+		t.Errorf("%d processes started, want 2", len(h.spawned()))
+	}
+	get(t, st.GetEndpoint(), "/count")
+}
+
+func TestHealthyServerIsLeftAlone(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, Config{HealthInterval: 50 * time.Millisecond, UnhealthyChecks: 2})
+	h.start("i-1", "llama", "serve", 1)
+	first := h.waitPhase("i-1", ready)
+	time.Sleep(time.Second) // twenty checks
+	if st := h.status("i-1"); st.GetPhase() != ready || st.GetPid() != first.GetPid() || st.GetRestarts() != 0 {
+		t.Errorf("a healthy server was touched: %v", st)
+	}
+}
