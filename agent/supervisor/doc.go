@@ -9,7 +9,9 @@
 // Its stdout and stderr go straight to <DataDir>/logs/<instance_id>.log, opened with
 // O_APPEND: no pipe joins a server to the agent, so a server outlives an agent that dies and
 // is never killed by SIGPIPE. When a log passes Config.LogMaxBytes it is copied to
-// <instance_id>.log.1 and truncated; the server's O_APPEND writes carry on at the start.
+// <instance_id>.log.1 and truncated; the server's O_APPEND writes carry on at the start. The
+// logs of an instance the supervisor has forgotten are deleted once LogRetention (24 h) has
+// passed since they were last written.
 //
 // # Life of an instance
 //

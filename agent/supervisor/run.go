@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -139,7 +140,18 @@ func (s *Supervisor) tick(ctx context.Context) {
 			logs = append(logs, id)
 		}
 	}
+	var known map[string]bool
+	if now.Sub(s.sweptAt) >= logSweepEvery {
+		s.sweptAt = now
+		known = make(map[string]bool, len(s.instances))
+		for id := range s.instances {
+			known[id] = true
+		}
+	}
 	s.mu.Unlock()
+	if known != nil {
+		s.sweepLogs(known, now)
+	}
 
 	for _, id := range logs {
 		rotated, err := rotateLog(s.logPath(id), s.cfg.LogMaxBytes)
@@ -148,6 +160,32 @@ func (s *Supervisor) tick(ctx context.Context) {
 		} else if rotated {
 			s.log.Debug("log rotated", "instance_id", id)
 		}
+	}
+}
+
+// sweepLogs deletes the logs (<id>.log and <id>.log.1) of instances the supervisor no longer
+// knows once they are older than LogRetention. It leaves every other file alone.
+func (s *Supervisor) sweepLogs(known map[string]bool, now time.Time) {
+	entries, err := os.ReadDir(s.logDir)
+	if err != nil {
+		s.log.Warn("cannot read the logs directory", "error", err)
+		return
+	}
+	for _, e := range entries {
+		name := e.Name()
+		id, ok := strings.CutSuffix(strings.TrimSuffix(name, ".1"), ".log")
+		if !ok || id == "" || known[id] || !e.Type().IsRegular() {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil || now.Sub(info.ModTime()) < LogRetention {
+			continue
+		}
+		if err := os.Remove(filepath.Join(s.logDir, name)); err != nil {
+			s.log.Warn("cannot delete an old log", "file", name, "error", err)
+			continue
+		}
+		s.log.Debug("deleted the log of a forgotten instance", "file", name)
 	}
 }
 

@@ -95,6 +95,11 @@ const (
 	// FailedRetention keeps a FAILED instance reported, unless it is stopped first, so that
 	// an operator can read why it failed.
 	FailedRetention = 10 * time.Minute
+	// LogRetention keeps the logs of an instance the supervisor has forgotten, for whoever
+	// looks into why it stopped or failed, then deletes them; the logs directory is swept
+	// every logSweepEvery.
+	LogRetention  = 24 * time.Hour
+	logSweepEvery = 10 * time.Minute
 )
 
 // Errors that Start and Stop wrap, for errors.Is. The wrapping message names the bad value.
@@ -137,7 +142,8 @@ type Supervisor struct {
 
 	mu        sync.Mutex
 	instances map[string]*instance
-	dirty     bool // the state file is behind
+	dirty     bool      // the state file is behind
+	sweptAt   time.Time // the last sweep of the logs directory
 
 	// onSpawn, when set, is told of every process started; tests use it to clean up.
 	onSpawn func(pid int)

@@ -811,3 +811,39 @@ func TestHealthyServerIsLeftAlone(t *testing.T) {
 		t.Errorf("a healthy server was touched: %v", st)
 	}
 }
+
+func TestOldLogsOfForgottenInstancesAreDeleted(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, Config{})
+	dir := filepath.Join(h.dir, "logs")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	old := now.Add(-LogRetention - time.Hour)
+	files := map[string]time.Time{
+		"gone.log":   old, // forgotten and old: deleted
+		"gone.log.1": old,
+		"recent.log": now.Add(-time.Hour), // forgotten but recent: kept
+		"live.log":   old,                 // an instance still known: kept
+		"notes.txt":  old,                 // not a log: kept
+		".log":       old,                 // no instance id: kept
+	}
+	for name, mtime := range files {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("x\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(p, mtime, mtime); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.s.sweepLogs(map[string]bool{"live": true}, now)
+	for name := range files {
+		_, err := os.Stat(filepath.Join(dir, name))
+		deleted := errors.Is(err, os.ErrNotExist)
+		if want := name == "gone.log" || name == "gone.log.1"; deleted != want {
+			t.Errorf("%s: deleted %v, want %v", name, deleted, want)
+		}
+	}
+}
