@@ -49,7 +49,9 @@
 //   - Scale down by one replica only after the stable window has shown spare capacity (the
 //     demand fits in one replica fewer, with headroom or the spare replica, and a 5 % margin)
 //     for scale_down_delay [120 s], each further step a panic window after the last change,
-//     with no replica starting and, as for every policy, fresh data from every replica.
+//     with no replica starting and, as for every policy, fresh data from every replica. A
+//     panic-window risk that the capacity on hand covers holds that tick but does not restart
+//     the delay.
 //
 // # Common clamps
 //

@@ -225,7 +225,9 @@ func (a *Autoscaler) evalSLO(in *Input, cur int) (raw, want int, panicking bool)
 	}
 
 	if risk != 0 {
-		s.spare = false
+		// A risk the capacity on hand covers holds this tick but leaves the spare-capacity
+		// clock running: with long prompts a queue that drains in time comes every minute,
+		// and restarting the clock each time would keep a burst's replicas for good.
 		a.cause = cause{code: causeSLOPanic, flags: risk, a: latP, b: backlog, c: arrivalP, d: readyCap}
 		// Size for the panic window's arrivals with headroom, plus draining the backlog as
 		// it will stand when a replica started now is ready, counting starting replicas
@@ -272,6 +274,7 @@ func (a *Autoscaler) evalSLO(in *Input, cur int) (raw, want int, panicking bool)
 			a.cause.code = causeSLOPanicLatencyOnly
 			need = cur + 1
 		}
+		s.spare = false
 		return need, need, true
 	}
 
