@@ -18,7 +18,7 @@ const (
 	// exceed before the policy sizes for where it is heading.
 	trendSigmas = 3
 	// trendPersist is how long a rise must last before the policy sizes for its trend, and
-	// trendMaxRise the most it projects, as a share of the recent rate.
+	// trendMaxRise the most it projects, as a share of the stable rate.
 	trendPersist = 10 * time.Second
 	trendMaxRise = 0.5
 	// backlogNoise is the queue per ready replica below which a queue is not a backlog.
