@@ -362,7 +362,9 @@ func (e *engine) evaluate(ctx context.Context, name string, now time.Time, obs [
 	cfg := s.as.Config()
 	in.Stable = s.win.Values(now, cfg.Stable)
 	in.Panic = s.win.Values(now, cfg.Panic)
-	in.Long = s.win.Totals(now, cfg.History)
+	if cfg.History > 0 {
+		in.Long = s.win.Totals(now, cfg.History)
+	}
 	d := s.as.Evaluate(in)
 	acted := d.Change && !d.DryRun
 	if acted {

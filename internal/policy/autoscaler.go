@@ -22,7 +22,7 @@ type Input struct {
 	// Stable and Panic are the deployment's windows at Now, over the spans Config returns.
 	// Long is the window over Config's History (two stable windows), read with
 	// window.Deployment.Totals, from which the slo policy reads the trend of the arrival rate;
-	// its zero value means no trend.
+	// its zero value means no trend. Only slo sets a History; the others need no Long.
 	Stable, Panic, Long window.Values
 	// Min and Max bound the replica count; Max <= 0 means no upper bound.
 	Min, Max int
@@ -152,7 +152,11 @@ func (a *Autoscaler) SetPolicy(p *llmscalerv1.Policy) error {
 
 // Config is the windows the policy reads; ReportInterval is left 0 for the caller to set.
 func (a *Autoscaler) Config() window.Config {
-	return window.Config{Stable: a.cfg.stable, Panic: a.cfg.panic, History: 2 * a.cfg.stable}
+	c := window.Config{Stable: a.cfg.stable, Panic: a.cfg.panic}
+	if a.cfg.name == NameSLO {
+		c.History = 2 * a.cfg.stable // the trend of the arrival rate
+	}
+	return c
 }
 
 // Policy is the name of the policy in force: "threshold", "target" or "slo".

@@ -75,12 +75,12 @@ func (c *sloConfig) latency(v *window.Values) (float64, bool) {
 //   - While the panic window's latency is over the target although the estimate says the
 //     ready replicas have the headroom to spare, the estimate is too high, the replicas are
 //     truly saturated, and those whose queue stayed non-empty through a report interval were
-//     serving as fast as they can: saturatedRate is a direct sample. The estimate is a running mean of the prior (weighted as priorWeight
-//     of samples) and the samples until capacityTau of them is seen, then an EWMA with that
-//     time constant. A queue alone is not enough: with continuous batching, a request or
-//     two wait now and then behind a chunked prefill at any load, and LLM requests finish
-//     seconds after they start, so a replica that has just filled finishes far fewer
-//     requests per second than it serves.
+//     serving as fast as they can: saturatedRate is a direct sample. The estimate is a
+//     running mean of the prior (weighted as priorWeight of samples) and the samples until
+//     capacityTau of them is seen, then an EWMA with that time constant. A queue alone is
+//     not enough: with continuous batching, a request or two wait now and then behind a
+//     chunked prefill at any load, and LLM requests finish seconds after they start, so a
+//     replica that has just filled finishes far fewer requests per second than it serves.
 //   - Serving d requests/s per replica for a whole stable window with the SLO met and no
 //     queue proves a capacity of at least d: the estimate is raised to it. This undoes an
 //     underestimate (a heavy request mix that has passed) without ever overloading.
@@ -97,9 +97,9 @@ func (a *Autoscaler) learnCapacity(in *Input) {
 	// the model's own count breaches as the model expects, and says nothing of capacity.
 	p := &in.Panic
 	lat, ok := c.latency(p)
-	spare := float64(p.Ready)*s.capacity >= max(p.ArrivalRate, 0)*(1+c.headroom)
+	covered := float64(p.Ready)*s.capacity >= max(p.ArrivalRate, 0)*(1+c.headroom)
 	switch {
-	case !ok || lat <= c.targetS || !spare:
+	case !ok || lat <= c.targetS || !covered:
 		s.breachSince = time.Time{}
 	case s.breachSince.IsZero():
 		s.breachSince = in.Now
@@ -117,8 +117,7 @@ func (a *Autoscaler) learnCapacity(in *Input) {
 	if st.Ready > 0 && st.Stale == 0 && st.Starting == 0 && in.Starting == 0 &&
 		st.Covered >= st.Span*9/10 && st.Waiting < 1 {
 		if lat, ok := c.latency(st); ok && lat <= c.targetS {
-			d := st.FinishedPerSec / float64(st.Ready)
-			if d > s.capacity {
+			if d := st.FinishedPerSec / float64(st.Ready); d > s.capacity {
 				s.capacity = d
 			}
 		}
@@ -281,6 +280,7 @@ func (a *Autoscaler) evalSLO(in *Input, cur int) (raw, want int, panicking bool)
 	// Steady sizing on the stable window, or where its trend is heading.
 	arrivalS := a.forecast(in)
 	need, spare := sized(arrivalS, capacity, h, 0)
+	fewer, _ := sized(arrivalS, capacity, h, downMargin)
 	a.cause = cause{code: causeSLOFits, a: arrivalS, c: capacity, n: need}
 	if spare {
 		a.cause.flags = 1
@@ -290,7 +290,7 @@ func (a *Autoscaler) evalSLO(in *Input, cur int) (raw, want int, panicking bool)
 		s.spare = false
 		a.cause.code = causeSLOSize
 		return need, need, false
-	case func() bool { n, _ := sized(arrivalS, capacity, h, downMargin); return n < cur }():
+	case fewer < cur:
 		latS, okS := c.latency(st)
 		if (okS && latS > c.targetS && !s.latStuck) || st.Covered < st.Span/2 {
 			s.spare = false

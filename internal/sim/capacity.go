@@ -53,13 +53,8 @@ func SLOCapacity(p servermodel.Params, lengths []trace.Request, target time.Dura
 	if err != nil {
 		return 0, err
 	}
-	var prompt, output float64
-	for _, r := range lengths {
-		prompt += float64(r.PromptTokens)
-		output += float64(r.OutputTokens)
-	}
-	n := float64(len(lengths))
-	hi := 1.5 * ReplicaCapacity(p, prompt/n, output/n)
+	prompt, output := (&Workload{Requests: lengths}).MeanLengths()
+	hi := 1.5 * ReplicaCapacity(p, prompt, output)
 	lo := 0.0
 	meets := func(rate float64) (bool, error) {
 		total := rate * float64(c.Replicas)

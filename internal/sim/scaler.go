@@ -160,7 +160,9 @@ func (p *PolicyScaler) Desired(s *State) int {
 		ReportInterval: s.ReportInterval,
 		Stable:         s.Window.Values(s.Now, p.cfg.Stable),
 		Panic:          s.Window.Values(s.Now, p.cfg.Panic),
-		Long:           s.Window.Totals(s.Now, p.cfg.History),
+	}
+	if p.cfg.History > 0 {
+		in.Long = s.Window.Totals(s.Now, p.cfg.History)
 	}
 	d := p.as.Evaluate(in)
 	if p.OnChange != nil && d.Desired != d.Current {
