@@ -5,16 +5,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llmscaler/llmscaler/internal/scaling"
 	"github.com/llmscaler/llmscaler/internal/window"
 )
 
-// fleet drives a Scaler on a fake clock the way the simulator does: every second each ready
-// replica reports its share of the deployment's requests in flight, the windows tick, and
-// the scaler decides. A started replica is ready after cold; scaling down drops starting
-// replicas first.
+// fleet drives a Scaler through the scaling loop on a fake clock the way the simulator
+// does: every second each ready replica reports its share of the deployment's requests in
+// flight, and the loop steps. A started replica is ready after cold; scaling down drops
+// starting replicas first.
 type fleet struct {
 	sc       Scaler
-	win      *window.Deployment
+	loop     *scaling.Deployment
 	now      time.Duration
 	cold     time.Duration
 	ready    int
@@ -22,7 +23,11 @@ type fleet struct {
 }
 
 func newFleet(sc Scaler, ready int, cold time.Duration) *fleet {
-	return &fleet{sc: sc, win: window.NewDeployment(sc.WindowConfig()), ready: ready, cold: cold}
+	pol, err := asPolicy(sc)
+	if err != nil {
+		panic(err)
+	}
+	return &fleet{sc: sc, loop: scaling.NewDeployment("test", pol, time.Second, ready), ready: ready, cold: cold}
 }
 
 // replicas counts ready and starting replicas.
@@ -36,24 +41,27 @@ func (f *fleet) step(total float64) int {
 		f.ready++
 	}
 	at := epoch.Add(f.now)
+	var reps []scaling.Replica
 	for i := range f.ready {
-		f.win.Observe("r"+strconv.Itoa(i), window.Ready, window.Sample{Time: at, Running: total / float64(f.ready)})
+		reps = append(reps, scaling.Replica{ID: "r" + strconv.Itoa(i), Phase: window.Ready,
+			Sample: window.Sample{Time: at, Running: total / float64(f.ready)}})
 	}
-	f.win.Tick(at)
-	st := State{
-		Now: at, Elapsed: f.now, Ready: f.ready, Starting: len(f.starting), Min: 1, Max: 64,
-		Window: f.win, ReportInterval: time.Second, ColdStart: f.cold,
+	for i, ready := range f.starting {
+		reps = append(reps, scaling.Replica{ID: "s" + strconv.Itoa(i), Phase: window.Starting,
+			Sample: window.Sample{Time: at}, Since: epoch.Add(ready - f.cold)})
 	}
-	want := min(max(f.sc.Desired(&st), st.Min), st.Max)
+	want := f.replicas()
+	d, _ := f.loop.Step(at, reps, scaling.Spec{Min: 1, Max: 64, ColdStart: f.cold}, true)
+	if d.Change && !d.DryRun {
+		want = d.Desired
+	}
 	for f.replicas() < want {
 		f.starting = append(f.starting, f.now+f.cold)
 	}
 	for f.replicas() > want && len(f.starting) > 0 {
 		f.starting = f.starting[:len(f.starting)-1]
 	}
-	for ; f.ready > want; f.ready-- {
-		f.win.Remove("r" + strconv.Itoa(f.ready-1))
-	}
+	f.ready = min(f.ready, want)
 	return want
 }
 

@@ -7,41 +7,35 @@ import (
 	"time"
 
 	"github.com/llmscaler/llmscaler/internal/policy"
+	"github.com/llmscaler/llmscaler/internal/scaling"
 	"github.com/llmscaler/llmscaler/internal/servermodel"
 	"github.com/llmscaler/llmscaler/internal/window"
 	llmscalerv1 "github.com/llmscaler/llmscaler/proto/llmscaler/v1"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
-// State is what a Scaler sees at one report tick.
-type State struct {
-	// Now is the simulated time; Elapsed is Now less the start of the simulation.
-	Now     time.Time
-	Elapsed time.Duration
-	// Ready and Starting count live replicas that are not draining. StartingSince holds when
-	// each starting replica's start was decided.
-	Ready, Starting int
-	StartingSince   []time.Time
-	// ColdStart is a replica's time from start to ready.
-	ColdStart time.Duration
-	// Min and Max bound the count (Max > 0).
-	Min, Max int
-	// Window holds the deployment's windows, ticked at Now with every live replica's sample.
-	Window *window.Deployment
-	// ReportInterval is how often replicas report.
-	ReportInterval time.Duration
-}
+// State is what a scaler sees at one report tick: the scaling loop's view.
+type State = scaling.State
 
-// Scaler decides how many replicas the deployment should have. Baselines from other systems
-// (HPA, KPA, Ray Serve) implement it over the same State.
+// Scaler decides how many replicas the deployment should have: a scaling.Policy (the
+// controller's policy code, through PolicyScaler) or a scaling.Counter (the baselines from
+// other systems and the references), run by the same scaling loop as the controller's.
 type Scaler interface {
 	// Name is the policy's name in the results.
 	Name() string
 	// WindowConfig sizes the deployment's windows.
 	WindowConfig() window.Config
-	// Desired returns the replica count to drive towards; the simulator clamps it to
-	// [Min, Max].
-	Desired(s *State) int
+}
+
+// asPolicy is sc as the scaling loop runs it.
+func asPolicy(sc Scaler) (scaling.Policy, error) {
+	switch p := sc.(type) {
+	case scaling.Policy:
+		return p, nil
+	case scaling.Counter:
+		return scaling.FromCounter(p), nil
+	}
+	return nil, fmt.Errorf("scaler %s: neither a scaling.Policy nor a scaling.Counter", sc.Name())
 }
 
 // Env is what a scaler may be built from.
@@ -124,8 +118,7 @@ func NewScaler(name string, env Env) (Scaler, error) {
 
 // PolicyScaler runs the controller's policy code.
 type PolicyScaler struct {
-	as  *policy.Autoscaler
-	cfg window.Config
+	scaling.Autoscaler
 	// OnChange, when set, is called with every decision whose desired count differs from
 	// the current one, as the controller journals them.
 	OnChange func(elapsed time.Duration, d policy.Decision)
@@ -137,41 +130,16 @@ func NewPolicyScaler(p *llmscalerv1.Policy) (*PolicyScaler, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &PolicyScaler{as: as, cfg: as.Config()}, nil
+	return &PolicyScaler{Autoscaler: scaling.Autoscaler{Autoscaler: as}}, nil
 }
 
-// Name is the policy's name.
-func (p *PolicyScaler) Name() string { return p.as.Policy() }
-
-// WindowConfig is the policy's windows.
-func (p *PolicyScaler) WindowConfig() window.Config { return p.cfg }
-
-// Desired evaluates the policy as the controller's engine does.
-func (p *PolicyScaler) Desired(s *State) int {
-	in := policy.Input{
-		Now:            s.Now,
-		Deployment:     "sim",
-		Ready:          s.Ready,
-		Starting:       s.Starting,
-		StartingSince:  s.StartingSince,
-		ColdStart:      s.ColdStart,
-		Min:            s.Min,
-		Max:            s.Max,
-		ReportInterval: s.ReportInterval,
-		Stable:         s.Window.Values(s.Now, p.cfg.Stable),
-		Panic:          s.Window.Values(s.Now, p.cfg.Panic),
-	}
-	if p.cfg.History > 0 {
-		in.Long = s.Window.Totals(s.Now, p.cfg.History)
-	}
-	d := p.as.Evaluate(in)
+// Decide evaluates the policy as the controller's engine does.
+func (p *PolicyScaler) Decide(s *State) policy.Decision {
+	d := p.Autoscaler.Decide(s)
 	if p.OnChange != nil && d.Desired != d.Current {
 		p.OnChange(s.Elapsed, d)
 	}
-	if d.DryRun {
-		return d.Current
-	}
-	return d.Desired
+	return d
 }
 
 // ReplicaCapacity is the requests/s one replica sustains for requests of the given mean

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/llmscaler/llmscaler/internal/scaling"
 	"github.com/llmscaler/llmscaler/internal/servermodel"
 	"github.com/llmscaler/llmscaler/internal/window"
 )
@@ -130,7 +131,8 @@ func (r *replica) load() int { return r.eng.Waiting() + r.eng.Running() }
 type run struct {
 	cfg    Config
 	sc     Scaler
-	win    *window.Deployment
+	scaler *scaling.Deployment
+	obs    []scaling.Replica
 	reps   []*replica // live replicas (not stopped)
 	nextID int
 
@@ -144,7 +146,6 @@ type run struct {
 	res        Result
 	arrivals   int // in the current interval
 	scratch    []float64
-	since      []time.Time
 }
 
 // Run simulates the workload under the scaler.
@@ -156,7 +157,12 @@ func Run(cfg Config, sc Scaler) (*Result, error) {
 	if err := cfg.Params.Validate(); err != nil {
 		return nil, fmt.Errorf("hardware profile: %w", err)
 	}
-	r := &run{cfg: cfg, sc: sc, win: window.NewDeployment(sc.WindowConfig())}
+	pol, err := asPolicy(sc)
+	if err != nil {
+		return nil, err
+	}
+	r := &run{cfg: cfg, sc: sc, scaler: scaling.NewDeployment("sim", pol, cfg.ReportInterval, cfg.InitialReplicas)}
+	r.scaler.StartAt(epoch)
 	n := len(cfg.Workload.Requests)
 	r.ttft = make([]float64, n)
 	r.wait = make([]float64, n)
@@ -305,7 +311,6 @@ func (r *run) stop(rep *replica, now time.Duration) {
 	}
 	rep.phase = phaseStopped
 	r.gpuTime += now - rep.started
-	r.win.Remove(rep.id)
 }
 
 // compact drops stopped replicas, keeping the order of the rest.
@@ -331,24 +336,23 @@ func quantile(xs []float64, q float64) float64 {
 	return xs[min(max(i, 0), len(xs)-1)]
 }
 
-// report is one report interval's end: samples, a window tick, a scaling decision.
+// report is one report interval's end: samples, then one step of the scaling loop (a window
+// point and a decision), which the simulator acts on at once.
 func (r *run) report(now time.Duration) {
 	at := epoch.Add(now)
 	iv := r.cfg.ReportInterval.Seconds()
-	var st State
 	var util, ttftSum, e2eSum float64
-	var ttftN, e2eN int
-	r.since = r.since[:0]
+	var ttftN, e2eN, ready, starting int
+	r.obs = r.obs[:0]
 	for _, rep := range r.reps {
 		var ph window.Phase
 		switch rep.phase {
 		case phaseStarting:
 			ph = window.Starting
-			st.Starting++
-			r.since = append(r.since, epoch.Add(rep.started))
+			starting++
 		case phaseReady:
 			ph = window.Ready
-			st.Ready++
+			ready++
 		default:
 			// Draining: out of the windows, but its requests count in the timeline.
 			ttftSum, ttftN = ttftSum+sum(rep.ttft), ttftN+len(rep.ttft)
@@ -384,17 +388,14 @@ func (r *run) report(now time.Duration) {
 		ttftSum, ttftN = ttftSum+sum(rep.ttft), ttftN+len(rep.ttft)
 		e2eSum, e2eN = e2eSum+sum(rep.e2e), e2eN+len(rep.e2e)
 		rep.ttft, rep.e2e = rep.ttft[:0], rep.e2e[:0]
-		r.win.Observe(rep.id, ph, s)
+		r.obs = append(r.obs, scaling.Replica{ID: rep.id, Phase: ph, Sample: s, Since: epoch.Add(rep.started)})
 	}
-	r.win.Tick(at)
-	st.Now, st.Elapsed = at, now
-	st.StartingSince = r.since
-	st.ColdStart = r.cfg.Params.ColdStart
-	st.Min, st.Max = r.cfg.MinReplicas, r.cfg.MaxReplicas
-	st.Window = r.win
-	st.ReportInterval = r.cfg.ReportInterval
-	want := min(max(r.sc.Desired(&st), st.Min), st.Max)
-	cur := st.Ready + st.Starting
+	spec := scaling.Spec{Min: r.cfg.MinReplicas, Max: r.cfg.MaxReplicas, ColdStart: r.cfg.Params.ColdStart}
+	cur := ready + starting
+	want := cur
+	if d, ok := r.scaler.Step(at, r.obs, spec, true); ok && d.Change && !d.DryRun {
+		want = min(max(d.Desired, spec.Min), spec.Max)
+	}
 	if want != cur {
 		r.res.ScaleEvents++
 		r.scale(cur, want, now)
@@ -405,8 +406,8 @@ func (r *run) report(now time.Duration) {
 	if r.cfg.Timeline {
 		p := TimelinePoint{Second: now.Seconds(), Arrivals: r.arrivals, Queue: len(r.front), Desired: want,
 			Change: want - cur, TTFTMean: mean(ttftSum, ttftN), E2EMean: mean(e2eSum, e2eN)}
-		if st.Ready > 0 {
-			p.GPUUtil = util / float64(st.Ready)
+		if ready > 0 {
+			p.GPUUtil = util / float64(ready)
 		}
 		for _, rep := range r.reps {
 			p.Queue += rep.eng.Waiting()
@@ -462,7 +463,6 @@ func (r *run) scale(cur, want int, now time.Duration) {
 			break
 		}
 		best.phase = phaseDraining
-		r.win.Remove(best.id)
 		cur--
 	}
 	r.compact()
