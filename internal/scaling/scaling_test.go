@@ -177,7 +177,7 @@ func (c *fakeClock) add(d, period time.Duration) *fakeTimer {
 }
 
 func (c *fakeClock) NewTicker(d time.Duration) Ticker { return c.add(d, d) }
-func (c *fakeClock) NewTimer(d time.Duration) Timer  { return c.add(d, 0) }
+func (c *fakeClock) NewTimer(d time.Duration) Timer   { return c.add(d, 0) }
 
 // advance moves the clock by d, firing what falls due.
 func (c *fakeClock) advance(d time.Duration) {
