@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -21,8 +22,9 @@ import (
 func runSim(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("llmscaler sim", flag.ContinueOnError)
 	traceFile := fs.String("trace", "", "request trace: Azure (TIMESTAMP,ContextTokens,GeneratedTokens) or Mooncake (timestamp_ms,input_length,output_length)")
-	ratesFile := fs.String("rates", "", "rate series (window_start_s,aggregate_rate_rps): Poisson arrivals per window")
-	workload := fs.String("workload", "", "built-in workload: seed (low load 5 min, ramp to minute 15, high to minute 20, decline to minute 30)")
+	ratesFile := fs.String("rates", "", "rate series (window_start_s,aggregate_rate_rps): Poisson arrivals per window; or a folder of ServeGen per-client traces (*-trace.csv, e.g. servegen_m-mid): see --arrivals")
+	arrivals := fs.String("arrivals", "", "with --rates FOLDER: clients (the default: each client's own Gamma/Weibull inter-arrival gaps per window, every client's rate x --rate-scale) or poisson (Poisson arrivals at the clients' summed rates x --rate-scale)")
+	workload := fs.String("workload", "", "built-in workload: seed (low load 5 min, ramp to minute 15, high to minute 20, decline to minute 30), or a shape around "+strconv.FormatFloat(sim.ShapeBaseRPS, 'g', -1, 64)+" req/s x --rate-scale: onoff (3 min at base, 2 min at 5x, for an hour), flash (10x base within 10 s at minute 10, for 5 min; 40 min), diurnal (base to 4x base and back, sinusoid, 24 h), ramp (base to 5x over an hour; 70 min), idle (20 min load, 30 min none, 10 min load), heavytail (base for 30 min, lognormal prompts up to 32k tokens, ignoring --lengths)")
 	lengthsFile := fs.String("lengths", "", "with --rates or --workload: request trace to sample prompt/output lengths from (default: 512 prompt, 128 output tokens)")
 	scale := fs.Float64("rate-scale", 1, "multiply the arrival rate by K: with --trace see --scale-mode; with --rates or --workload every rate is multiplied by K")
 	scaleMode := fs.String("scale-mode", "overlay", "with --trace: overlay (K copies of the trace, each shifted by a random offset under a minute: same pace, K times the rate) or compress (arrival gaps divided by K: K times the rate and K times the pace)")
@@ -46,7 +48,7 @@ func runSim(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	w, err := simWorkload(*traceFile, *ratesFile, *workload, *lengthsFile, *scale, *scaleMode, *seed)
+	w, err := simWorkload(*traceFile, *ratesFile, *workload, *lengthsFile, *scale, *scaleMode, *arrivals, *seed, *duration)
 	if err != nil {
 		return err
 	}
@@ -136,7 +138,9 @@ func runSim(ctx context.Context, args []string, out io.Writer) error {
 	return nil
 }
 
-func simWorkload(traceFile, ratesFile, workload, lengthsFile string, scale float64, scaleMode string, seed uint64) (*sim.Workload, error) {
+// simWorkload builds the workload the flags ask for. until > 0 (--duration) lets a generator
+// stop there rather than make arrivals the caller drops.
+func simWorkload(traceFile, ratesFile, workload, lengthsFile string, scale float64, scaleMode, arrivals string, seed uint64, until time.Duration) (*sim.Workload, error) {
 	n := 0
 	for _, s := range []string{traceFile, ratesFile, workload} {
 		if s != "" {
@@ -145,6 +149,12 @@ func simWorkload(traceFile, ratesFile, workload, lengthsFile string, scale float
 	}
 	if n != 1 {
 		return nil, errors.New("give exactly one of --trace, --rates and --workload")
+	}
+	switch {
+	case arrivals != "" && ratesFile == "":
+		return nil, errors.New("--arrivals goes with --rates FOLDER")
+	case arrivals != "" && arrivals != "clients" && arrivals != "poisson":
+		return nil, fmt.Errorf("--arrivals %q: want clients or poisson", arrivals)
 	}
 	if traceFile != "" {
 		reqs, err := trace.LoadRequests(traceFile)
@@ -170,14 +180,38 @@ func simWorkload(traceFile, ratesFile, workload, lengthsFile string, scale float
 		}
 	}
 	if ratesFile != "" {
-		rates, err := trace.LoadRates(ratesFile)
-		if err != nil {
-			return nil, err
+		var rates []trace.RatePoint
+		if st, err := os.Stat(ratesFile); err == nil && st.IsDir() {
+			clients, err := trace.LoadClients(ratesFile)
+			if err != nil {
+				return nil, err
+			}
+			if arrivals != "poisson" {
+				return sim.FromClients(ratesFile, clients, scale, lengths, seed, until)
+			}
+			rates = trace.ClientRates(clients)
+		} else {
+			if arrivals == "clients" {
+				return nil, fmt.Errorf("--arrivals %q: a rate file (%s) has only aggregate rates: poisson, or give a folder of per-client traces", arrivals, ratesFile)
+			}
+			if rates, err = trace.LoadRates(ratesFile); err != nil {
+				return nil, err
+			}
+		}
+		if until > 0 {
+			// Windows after the one that starts at or after until make only arrivals the
+			// caller drops; that one stays, so the window before it keeps its end.
+			if i := slices.IndexFunc(rates, func(p trace.RatePoint) bool { return p.Start >= until }); i >= 0 {
+				rates = rates[:i+1]
+			}
 		}
 		return sim.FromRates(ratesFile, rates, scale, lengths, seed)
 	}
-	if workload != "seed" {
-		return nil, fmt.Errorf("unknown workload %q: want seed", workload)
+	if workload == "seed" {
+		return sim.Seed(scale, lengths, seed)
 	}
-	return sim.Seed(scale, lengths, seed)
+	if !slices.Contains(sim.ShapeNames, workload) {
+		return nil, fmt.Errorf("unknown workload %q: want seed, %s", workload, strings.Join(sim.ShapeNames, ", "))
+	}
+	return sim.Shape(workload, sim.ShapeBaseRPS*scale, lengths, seed)
 }
