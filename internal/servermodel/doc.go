@@ -24,6 +24,10 @@
 // be preempted; KVUsage reports the reserved fraction, which is why it reads near 1 when the
 // cache, not the concurrency limit, is what keeps requests waiting.
 //
-// The cost of Step is O(running batch + admitted requests), with no allocation once the
-// engine's slices have grown to the working size.
+// A decode iteration emits one EventToken per running sequence, which the fake server streams
+// and the simulator has no use for; Engine.SetTokenEvents turns them off and changes nothing
+// else. Step costs O(events + admitted requests + finished requests x log batch), so with
+// token events off a decode iteration costs little more than the requests that finish in it,
+// whatever the batch. It does not allocate once the engine's slices have grown to the working
+// size.
 package servermodel

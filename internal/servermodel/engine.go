@@ -35,7 +35,8 @@ const (
 	// EventFirstToken is the first output token, at the end of the request's last prefill
 	// iteration.
 	EventFirstToken EventKind = iota + 1
-	// EventToken is each later output token, one per decode iteration.
+	// EventToken is each later output token, one per decode iteration, unless token events
+	// are off (Engine.SetTokenEvents).
 	EventToken
 	// EventDone follows the last token, at the same time: the request has finished and its
 	// KV is free.
@@ -85,10 +86,27 @@ type seq struct {
 	prompt    int
 	output    int
 	prefilled int // prompt tokens prefilled so far
-	generated int // output tokens generated so far
 	chunk     int // prompt tokens being prefilled in the current iteration
-	arrival   time.Time
-	start     time.Time
+	// doneAt is the decode iteration (Engine.decodes) that generates the last token, set when
+	// the prompt is all prefilled. The token count is derived from it rather than kept, so
+	// that a decode iteration need not touch every sequence.
+	doneAt   uint64
+	admitted uint64 // admission number: orders the batch, and sequences that finish together
+	arrival  time.Time
+	start    time.Time
+	// prev and next are the slots of the neighbours in admission order, -1 at the ends.
+	prev, next int
+}
+
+// due is an entry of Engine.finishing: when the sequence in slot generates its last token.
+// It repeats the sequence's keys so that the heap is sifted without reading the slots.
+type due struct {
+	doneAt, admitted uint64
+	slot             int
+}
+
+func (a due) before(b due) bool {
+	return a.doneAt < b.doneAt || a.doneAt == b.doneAt && a.admitted < b.admitted
 }
 
 // Engine is the scheduler and timing model of one replica. It is not safe for concurrent use.
@@ -100,27 +118,53 @@ type Engine struct {
 	waiting []Request
 	head    int
 
-	running    []seq // admission order
-	kvReserved int
+	// The running batch lives in slots, whose indices stay put while a sequence runs, so
+	// that one finishing costs no copying; free holds the unused slots. oldest and newest
+	// are the ends of the batch linked in admission order, -1 when it is empty.
+	slots          []seq
+	free           []int
+	oldest, newest int
+	batch          int    // sequences in the batch
+	admissions     uint64 // sequences admitted so far
+	kvReserved     int
 
-	events   []Event // reused by every Step
-	counters Counters
+	// prefilling holds the slots of the sequences whose prompts are not all prefilled, in
+	// admission order.
+	prefilling []int
+	// decodes counts decode iterations. finishing is a min-heap of the sequences past their
+	// first token, by the decode iteration of their last token and then by admission, so a
+	// decode iteration finds the sequences that finish without a pass over the batch.
+	decodes   uint64
+	finishing []due
+
+	tokenEvents bool
+	events      []Event // reused by every Step
+	counters    Counters
 }
 
-// NewEngine returns an idle engine. It panics if p is not valid (see Params.Validate):
-// callers check user-supplied Params first.
+// NewEngine returns an idle engine, with token events on. It panics if p is not valid (see
+// Params.Validate): callers check user-supplied Params first.
 func NewEngine(p Params) *Engine {
 	if err := p.Validate(); err != nil {
 		panic("servermodel: " + err.Error())
 	}
 	return &Engine{
-		p:       p,
-		running: make([]seq, 0, p.MaxConcurrency),
+		p:           p,
+		slots:       make([]seq, 0, p.MaxConcurrency),
+		oldest:      -1,
+		newest:      -1,
+		tokenEvents: true,
 	}
 }
 
 // Params returns the engine's parameters.
 func (e *Engine) Params() Params { return e.p }
+
+// SetTokenEvents turns EventToken on or off; it may be called at any time, and changes
+// nothing else. With them off, a decode iteration costs O(1) plus O(log batch) per request
+// that finishes, instead of O(batch): for a caller, such as the simulator, that needs only
+// first tokens, completions and the counters.
+func (e *Engine) SetTokenEvents(on bool) { e.tokenEvents = on }
 
 // Submit queues a request at the back of the waiting queue. It fails, queuing nothing, for a
 // request that could never run.
@@ -153,25 +197,33 @@ func (e *Engine) Abort(id uint64) bool {
 			return true
 		}
 	}
-	for i := range e.running {
-		if e.running[i].id == id {
-			e.kvReserved -= e.running[i].prompt + e.running[i].output
-			e.running = append(e.running[:i], e.running[i+1:]...)
-			return true
+	for i := e.oldest; i >= 0; i = e.slots[i].next {
+		s := &e.slots[i]
+		if s.id != id {
+			continue
 		}
+		e.kvReserved -= s.prompt + s.output
+		if s.prefilled < s.prompt {
+			j := slices.Index(e.prefilling, i)
+			e.prefilling = slices.Delete(e.prefilling, j, j+1)
+		} else {
+			e.removeFinishing(slices.IndexFunc(e.finishing, func(d due) bool { return d.slot == i }))
+		}
+		e.release(i)
+		return true
 	}
 	return false
 }
 
 // Busy reports whether there is work: a Step now would run an iteration.
-func (e *Engine) Busy() bool { return e.Waiting() > 0 || len(e.running) > 0 }
+func (e *Engine) Busy() bool { return e.Waiting() > 0 || e.batch > 0 }
 
 // Waiting is the number of requests not yet admitted.
 func (e *Engine) Waiting() int { return len(e.waiting) - e.head }
 
 // Running is the number of requests admitted and not finished, those still in prefill
 // included.
-func (e *Engine) Running() int { return len(e.running) }
+func (e *Engine) Running() int { return e.batch }
 
 // KVUsage is the fraction of the KV cache reserved by running requests, from 0 to 1.
 func (e *Engine) KVUsage() float64 { return float64(e.kvReserved) / float64(e.p.KVCacheTokens) }
@@ -184,6 +236,10 @@ func (e *Engine) Counters() Counters { return e.counters }
 // events. The caller must not call Step again before now reaches end if it wants wall-clock
 // or simulated time to be consistent; the engine itself does not check.
 //
+// The events of an iteration come in this order: first tokens, or tokens (one per running
+// sequence, in admission order, unless token events are off), then completions in admission
+// order.
+//
 // The returned slice is owned by the engine and reused by the next Step, so that stepping does
 // not allocate: use or copy the events before calling Step again. Submit and Abort do not
 // touch it.
@@ -193,19 +249,17 @@ func (e *Engine) Step(now time.Time) (end time.Time, events []Event) {
 	prefill := 0
 
 	// Chunked prefills admitted earlier go first.
-	for i := range e.running {
-		s := &e.running[i]
+	for _, i := range e.prefilling {
 		if budget == 0 {
 			break
 		}
-		if s.prefilled < s.prompt {
-			s.chunk = min(s.prompt-s.prefilled, budget)
-			budget -= s.chunk
-			prefill += s.chunk
-		}
+		s := &e.slots[i]
+		s.chunk = min(s.prompt-s.prefilled, budget)
+		budget -= s.chunk
+		prefill += s.chunk
 	}
 	// Then admit FCFS; the head of the queue blocks those behind it, as in vLLM.
-	for budget > 0 && e.Waiting() > 0 && len(e.running) < e.p.MaxConcurrency {
+	for budget > 0 && e.Waiting() > 0 && e.batch < e.p.MaxConcurrency {
 		r := &e.waiting[e.head]
 		need := r.PromptTokens + r.OutputTokens
 		if e.kvReserved+need > e.p.KVCacheTokens {
@@ -215,10 +269,10 @@ func (e *Engine) Step(now time.Time) (end time.Time, events []Event) {
 		chunk := min(r.PromptTokens, budget)
 		budget -= chunk
 		prefill += chunk
-		e.running = append(e.running, seq{
+		e.prefilling = append(e.prefilling, e.admit(seq{
 			id: r.ID, prompt: r.PromptTokens, output: r.OutputTokens,
 			chunk: chunk, arrival: r.Arrival, start: now,
-		})
+		}))
 		e.head++
 		if e.head == len(e.waiting) {
 			e.waiting, e.head = e.waiting[:0], 0
@@ -229,53 +283,163 @@ func (e *Engine) Step(now time.Time) (end time.Time, events []Event) {
 	case prefill > 0:
 		end = now.Add(e.p.PrefillTime(prefill))
 		e.counters.PromptTokens += int64(prefill)
-		for i := range e.running {
-			s := &e.running[i]
+		oneToken := false
+		for _, i := range e.prefilling {
+			s := &e.slots[i]
 			if s.chunk == 0 {
 				continue
 			}
 			s.prefilled += s.chunk
 			s.chunk = 0
-			if s.prefilled == s.prompt {
-				s.generated = 1
-				e.counters.GenerationTokens++
-				e.emit(EventFirstToken, s, end)
+			if s.prefilled < s.prompt {
+				continue
+			}
+			e.counters.GenerationTokens++
+			e.emit(EventFirstToken, s, 1, end)
+			if s.output == 1 {
+				oneToken = true
+				continue
+			}
+			s.doneAt = e.decodes + uint64(s.output-1)
+			e.pushFinishing(due{doneAt: s.doneAt, admitted: s.admitted, slot: i})
+		}
+		// Drop the prompts now prefilled, keeping order; requests for one token are done.
+		kept := e.prefilling[:0]
+		for _, i := range e.prefilling {
+			switch s := &e.slots[i]; {
+			case s.prefilled < s.prompt:
+				kept = append(kept, i)
+			case oneToken && s.output == 1:
+				e.finish(i, end)
 			}
 		}
-	case len(e.running) > 0:
-		end = now.Add(e.p.DecodeTime(len(e.running)))
-		e.counters.GenerationTokens += int64(len(e.running))
-		// The hot loop of a loaded replica: write the events in place.
-		e.events = slices.Grow(e.events, len(e.running))[:len(e.running)]
-		for i := range e.running {
-			s := &e.running[i]
-			s.generated++
-			e.events[i] = Event{Kind: EventToken, ID: s.id, Time: end, Tokens: s.generated, Arrival: s.arrival, Start: s.start}
+		e.prefilling = kept
+	case e.batch > 0:
+		e.decodes++
+		end = now.Add(e.p.DecodeTime(e.batch))
+		e.counters.GenerationTokens += int64(e.batch)
+		if e.tokenEvents {
+			// The hot loop of a loaded replica: write the events in place.
+			e.events = slices.Grow(e.events, e.batch)[:e.batch]
+			k := 0
+			for i := e.oldest; i >= 0; i = e.slots[i].next {
+				s := &e.slots[i]
+				e.events[k] = Event{Kind: EventToken, ID: s.id, Time: end, Tokens: s.output - int(s.doneAt-e.decodes), Arrival: s.arrival, Start: s.start}
+				k++
+			}
+		}
+		for len(e.finishing) > 0 && e.finishing[0].doneAt == e.decodes {
+			e.finish(e.popFinishing(), end)
 		}
 	default:
 		return now, e.events
 	}
-
-	// Drop finished sequences, keeping admission order; most steps finish none.
-	first := slices.IndexFunc(e.running, func(s seq) bool { return s.generated == s.output })
-	if first < 0 {
-		return end, e.events
-	}
-	kept := e.running[:first]
-	for i := first; i < len(e.running); i++ {
-		s := &e.running[i]
-		if s.generated < s.output {
-			kept = append(kept, *s)
-			continue
-		}
-		e.kvReserved -= s.prompt + s.output
-		e.counters.FinishedRequests++
-		e.emit(EventDone, s, end)
-	}
-	e.running = kept
 	return end, e.events
 }
 
-func (e *Engine) emit(k EventKind, s *seq, t time.Time) {
-	e.events = append(e.events, Event{Kind: k, ID: s.id, Time: t, Tokens: s.generated, Arrival: s.arrival, Start: s.start})
+func (e *Engine) emit(k EventKind, s *seq, tokens int, t time.Time) {
+	e.events = append(e.events, Event{Kind: k, ID: s.id, Time: t, Tokens: tokens, Arrival: s.arrival, Start: s.start})
+}
+
+// admit puts s at the end of the batch and returns its slot.
+func (e *Engine) admit(s seq) int {
+	s.admitted = e.admissions
+	e.admissions++
+	s.prev, s.next = e.newest, -1
+	var i int
+	if n := len(e.free); n > 0 {
+		i = e.free[n-1]
+		e.free = e.free[:n-1]
+		e.slots[i] = s
+	} else {
+		i = len(e.slots)
+		e.slots = append(e.slots, s)
+	}
+	if e.newest >= 0 {
+		e.slots[e.newest].next = i
+	} else {
+		e.oldest = i
+	}
+	e.newest = i
+	e.batch++
+	return i
+}
+
+// finish completes the sequence in slot i, which must be out of prefilling and finishing.
+func (e *Engine) finish(i int, t time.Time) {
+	s := &e.slots[i]
+	e.kvReserved -= s.prompt + s.output
+	e.counters.FinishedRequests++
+	e.emit(EventDone, s, s.output, t)
+	e.release(i)
+}
+
+// release takes slot i, which must be out of prefilling and finishing, out of the batch.
+func (e *Engine) release(i int) {
+	s := &e.slots[i]
+	if s.prev >= 0 {
+		e.slots[s.prev].next = s.next
+	} else {
+		e.oldest = s.next
+	}
+	if s.next >= 0 {
+		e.slots[s.next].prev = s.prev
+	} else {
+		e.newest = s.prev
+	}
+	e.free = append(e.free, i)
+	e.batch--
+}
+
+func (e *Engine) pushFinishing(d due) {
+	e.finishing = append(e.finishing, d)
+	e.up(len(e.finishing) - 1)
+}
+
+// popFinishing removes the first sequence to finish and returns its slot.
+func (e *Engine) popFinishing() int {
+	slot := e.finishing[0].slot
+	e.removeFinishing(0)
+	return slot
+}
+
+func (e *Engine) removeFinishing(j int) {
+	h := e.finishing
+	n := len(h) - 1
+	h[j] = h[n]
+	e.finishing = h[:n]
+	if j < n {
+		e.down(j)
+		e.up(j)
+	}
+}
+
+func (e *Engine) up(j int) {
+	h := e.finishing
+	for j > 0 {
+		parent := (j - 1) / 2
+		if !h[j].before(h[parent]) {
+			return
+		}
+		h[j], h[parent] = h[parent], h[j]
+		j = parent
+	}
+}
+
+func (e *Engine) down(j int) {
+	h := e.finishing
+	for {
+		c := 2*j + 1
+		if c >= len(h) {
+			return
+		}
+		if r := c + 1; r < len(h) && h[r].before(h[c]) {
+			c = r
+		}
+		if !h[c].before(h[j]) {
+			return
+		}
+		h[j], h[c] = h[c], h[j]
+		j = c
+	}
 }

@@ -313,6 +313,171 @@ func TestDeterminism(t *testing.T) {
 	}
 }
 
+// engineMix is a kind of random workload for TestTokenEventsOff.
+type engineMix struct {
+	name string
+	edit func(*Params)
+	// request draws one request's lengths; gap the time to the next arrival.
+	request func(*rand.Rand) (prompt, output int)
+	gap     func(*rand.Rand) time.Duration
+	// abort is the chance, at each step, that a random live request is aborted.
+	abort float64
+}
+
+func engineMixes() []engineMix {
+	exp := func(mean time.Duration) func(*rand.Rand) time.Duration {
+		return func(rng *rand.Rand) time.Duration { return time.Duration(rng.ExpFloat64() * float64(mean)) }
+	}
+	// Up to 60 at once, then a pause long enough to drain some of them.
+	bursts := func(rng *rand.Rand) time.Duration {
+		if rng.IntN(60) == 0 {
+			return time.Duration(rng.IntN(2000)) * time.Millisecond
+		}
+		return 0
+	}
+	shortOrLong := func(rng *rand.Rand) (int, int) {
+		prompt := 1 + rng.IntN(64)
+		if rng.IntN(3) == 0 {
+			prompt = 1 + rng.IntN(3000) // several iterations of chunks
+		}
+		output := 1 + rng.IntN(300)
+		switch rng.IntN(6) {
+		case 0:
+			output = 1 // done at its first token, in a prefill iteration
+		case 1:
+			output = 2
+		}
+		return prompt, output
+	}
+	return []engineMix{
+		{name: "short requests", request: func(rng *rand.Rand) (int, int) { return 1 + rng.IntN(50), 1 + rng.IntN(20) }, gap: exp(5 * time.Millisecond)},
+		{name: "short and long prompts", request: shortOrLong, gap: exp(20 * time.Millisecond)},
+		{name: "kv pressure", edit: func(p *Params) { p.MaxConcurrency, p.KVCacheTokens = 32, 4000 }, request: func(rng *rand.Rand) (int, int) {
+			return 1 + rng.IntN(2000), 1 + rng.IntN(1500)
+		}, gap: exp(10 * time.Millisecond)},
+		{name: "bursts", edit: func(p *Params) { p.MaxConcurrency, p.KVCacheTokens = 16, 20_000 }, request: shortOrLong, gap: bursts},
+		{name: "one or two tokens", edit: func(p *Params) { p.MaxConcurrency = 64 }, request: func(rng *rand.Rand) (int, int) {
+			return 1 + rng.IntN(800), 1 + rng.IntN(2)
+		}, gap: bursts},
+		{name: "aborts", edit: func(p *Params) { p.KVCacheTokens = 10_000 }, request: shortOrLong, gap: bursts, abort: 0.1},
+		{name: "large batch", edit: func(p *Params) { p.MaxConcurrency, p.MaxBatchTokens = 256, 2048 }, request: shortOrLong, gap: exp(2 * time.Millisecond), abort: 0.01},
+	}
+}
+
+// TestTokenEventsOff drives engines with token events on, off and switched at random side by
+// side with referenceEngine, the engine as it was before token events could be turned off,
+// over random workloads. After every step they all agree on the end, the counters and the
+// waiting, running and KV gauges; with token events on the events are exactly the
+// reference's, and with them off the same less the EventTokens.
+func TestTokenEventsOff(t *testing.T) {
+	for _, mix := range engineMixes() {
+		t.Run(mix.name, func(t *testing.T) {
+			for seed := range uint64(12) {
+				checkTokenEventsOff(t, mix, seed, 250)
+			}
+		})
+	}
+}
+
+func checkTokenEventsOff(t *testing.T, mix engineMix, seed uint64, n int) {
+	t.Helper()
+	p := testParams()
+	p.MaxConcurrency, p.MaxBatchTokens, p.KVCacheTokens = 8, 512, 50_000
+	if mix.edit != nil {
+		mix.edit(&p)
+	}
+	rng := rand.New(rand.NewPCG(seed, 99))
+	reqs := make([]Request, n)
+	at := t0
+	for i := range reqs {
+		prompt, output := mix.request(rng)
+		reqs[i] = Request{ID: uint64(i), PromptTokens: prompt, OutputTokens: output, Arrival: at}
+		at = at.Add(mix.gap(rng))
+	}
+
+	ref := newReferenceEngine(p)
+	on, off, switched := NewEngine(p), NewEngine(p), NewEngine(p)
+	off.SetTokenEvents(false)
+	engines := []*Engine{on, off, switched}
+	live := map[uint64]bool{}
+	var done int
+	var quiet []Event
+	now := t0
+	next := 0
+	for step := 0; ; step++ {
+		if step > 1_000_000 {
+			t.Fatalf("seed %d: engines did not finish", seed)
+		}
+		for next < len(reqs) && !reqs[next].Arrival.After(now) {
+			r := reqs[next]
+			next++
+			err := on.Submit(r)
+			for _, e := range engines[1:] {
+				if err2 := e.Submit(r); (err2 == nil) != (err == nil) {
+					t.Fatalf("seed %d: submit %d: %v and %v", seed, r.ID, err, err2)
+				}
+			}
+			if err == nil {
+				ref.Submit(r)
+				live[r.ID] = true
+			}
+		}
+		if len(live) > 0 && rng.Float64() < mix.abort {
+			id := uint64(rng.IntN(next))
+			want := ref.Abort(id)
+			for _, e := range engines {
+				if got := e.Abort(id); got != want {
+					t.Fatalf("seed %d step %d: abort %d: %v, reference %v", seed, step, id, got, want)
+				}
+			}
+			delete(live, id)
+		}
+		if busy := ref.Busy(); !busy {
+			for _, e := range engines {
+				if e.Busy() {
+					t.Fatalf("seed %d step %d: busy, reference idle", seed, step)
+				}
+			}
+			if next == len(reqs) {
+				break
+			}
+			now = reqs[next].Arrival
+			continue
+		}
+		switchedOn := rng.IntN(2) == 0
+		switched.SetTokenEvents(switchedOn)
+		end, want := ref.Step(now)
+		quiet = quiet[:0]
+		for _, ev := range want {
+			if ev.Kind != EventToken {
+				quiet = append(quiet, ev)
+			}
+			if ev.Kind == EventDone {
+				delete(live, ev.ID)
+				done++
+			}
+		}
+		for k, e := range engines {
+			got, evs := e.Step(now)
+			wantEvs := want
+			if e == off || e == switched && !switchedOn {
+				wantEvs = quiet
+			}
+			if !got.Equal(end) || !slices.Equal(evs, wantEvs) {
+				t.Fatalf("seed %d step %d engine %d: ended %v with events\n%+v\nwant %v and\n%+v", seed, step, k, got, evs, end, wantEvs)
+			}
+			if e.Waiting() != ref.Waiting() || e.Running() != ref.Running() || e.KVUsage() != ref.KVUsage() || e.Counters() != ref.counters {
+				t.Fatalf("seed %d step %d engine %d: waiting %d running %d kv %v counters %+v; reference %d %d %v %+v", seed, step, k,
+					e.Waiting(), e.Running(), e.KVUsage(), e.Counters(), ref.Waiting(), ref.Running(), ref.KVUsage(), ref.counters)
+			}
+		}
+		now = end
+	}
+	if len(live) > 0 || done == 0 {
+		t.Fatalf("seed %d: %d requests finished, %d left", seed, done, len(live))
+	}
+}
+
 // Invariants hold at every step of a busy random workload.
 func TestInvariants(t *testing.T) {
 	p := testParams()
@@ -424,12 +589,19 @@ func TestValidate(t *testing.T) {
 
 // BenchmarkEngineStep measures one decode iteration over a full batch: the steady state of a
 // loaded replica, which the simulator runs millions of times.
-func BenchmarkEngineStep(b *testing.B) {
+func BenchmarkEngineStep(b *testing.B) { benchmarkEngineStep(b, true) }
+
+// BenchmarkEngineStepQuiet is BenchmarkEngineStep with token events off, as the simulator
+// runs the engine.
+func BenchmarkEngineStepQuiet(b *testing.B) { benchmarkEngineStep(b, false) }
+
+func benchmarkEngineStep(b *testing.B, tokenEvents bool) {
 	for _, profile := range []string{"cpu-tiny", "a100-80gb-llama3-8b", "h100-80gb-llama3-8b"} {
 		b.Run(profile, func(b *testing.B) {
 			p, _ := Profile(profile)
 			p.KVCacheTokens = 1 << 50 // so the batch is limited by MaxConcurrency alone
 			e := NewEngine(p)
+			e.SetTokenEvents(tokenEvents)
 			for i := range p.MaxConcurrency {
 				if err := e.Submit(Request{ID: uint64(i), PromptTokens: 1, OutputTokens: 1 << 30, Arrival: t0}); err != nil {
 					b.Fatal(err)
@@ -439,13 +611,17 @@ func BenchmarkEngineStep(b *testing.B) {
 			for e.Running() < p.MaxConcurrency || e.Waiting() > 0 {
 				now, _ = e.Step(now)
 			}
+			want := 0
+			if tokenEvents {
+				want = p.MaxConcurrency
+			}
 			b.ReportAllocs()
 			b.ResetTimer()
 			for b.Loop() {
 				var evs []Event
 				now, evs = e.Step(now)
-				if len(evs) != p.MaxConcurrency {
-					b.Fatalf("%d events, want %d", len(evs), p.MaxConcurrency)
+				if len(evs) != want {
+					b.Fatalf("%d events, want %d", len(evs), want)
 				}
 			}
 		})
@@ -454,9 +630,16 @@ func BenchmarkEngineStep(b *testing.B) {
 
 // BenchmarkEngineChurn keeps a full batch of short requests: every step some finish and new
 // ones are submitted and prefilled, so Submit, admission and removal are in the loop too.
-func BenchmarkEngineChurn(b *testing.B) {
+func BenchmarkEngineChurn(b *testing.B) { benchmarkEngineChurn(b, true) }
+
+// BenchmarkEngineChurnQuiet is BenchmarkEngineChurn with token events off, as the simulator
+// runs the engine.
+func BenchmarkEngineChurnQuiet(b *testing.B) { benchmarkEngineChurn(b, false) }
+
+func benchmarkEngineChurn(b *testing.B, tokenEvents bool) {
 	p, _ := Profile("a100-80gb-llama3-8b")
 	e := NewEngine(p)
+	e.SetTokenEvents(tokenEvents)
 	var id uint64
 	submit := func(now time.Time) {
 		id++

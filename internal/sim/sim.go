@@ -81,6 +81,8 @@ type Result struct {
 	SimulatedSeconds float64 `json:"simulated_s"`
 	// Timeline is one point per report interval, when Config.Timeline is set.
 	Timeline []TimelinePoint `json:"-"`
+	// Note says how a reference row was made (see References); empty for a policy.
+	Note string `json:"note,omitempty"`
 }
 
 // TimelinePoint is the deployment during one report interval, sampled at its end.
@@ -186,6 +188,7 @@ func (r *run) start(now time.Duration) *replica {
 		started: now,
 		readyAt: now + r.cfg.Params.ColdStart,
 	}
+	rep.eng.SetTokenEvents(false) // step reads first tokens and completions only
 	r.nextID++
 	r.reps = append(r.reps, rep)
 	return rep
