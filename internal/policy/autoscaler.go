@@ -195,7 +195,7 @@ func (a *Autoscaler) Evaluate(in Input) Decision {
 		upStep, downStep = a.stepOr(0), a.stepOr(0)
 	default:
 		raw, want, panicking = a.evalSLO(&in, cur)
-		upStep, downStep = a.stepOr(defaultSLOStepUp), 1
+		upStep, downStep = a.stepOr(defaultSLOStepUp), a.stepOr(0)
 		if panicking {
 			upStep = a.cfg.slo.panicMaxStep
 		}
@@ -300,6 +300,10 @@ func (a *Autoscaler) commit(in *Input, d *Decision) {
 	if d.Desired > d.Current {
 		// New capacity is on its way: spare capacity must be shown afresh.
 		a.slo.spare = false
+	}
+	if a.cfg.name == NameSLO {
+		c := a.cause.code
+		a.noteScale(in, d.Current, d.Desired, c == causeSLOPanic || c == causeSLOPanicCovered || c == causeSLOPanicLatencyOnly)
 	}
 }
 

@@ -30,6 +30,16 @@ const (
 	// demand with headroom plus this share, so a demand that sits on the boundary between
 	// two counts does not flap between them.
 	downMargin = 0.05
+	// burstPersist is how long arrivals above ready capacity must last, in panic windows,
+	// before the policy plans for them to go on for a whole cold start: a burst of a few
+	// seconds is over long before a replica started for it is ready, and is served by the
+	// queue and the replicas on hand.
+	burstPersist = 2
+	// maxDelayFactor bounds how far regret stretches the scale-down delay: at most this
+	// many times the configured delay.
+	maxDelayFactor = 8
+	// downRecords is how many recent scale-downs are remembered to tell regret.
+	downRecords = 8
 	// arrivalSigmas is how far above ready capacity the panic window's arrival rate must be
 	// before it alone means panic, in standard deviations of a Poisson count over the window:
 	// at 3 a steady load sized with headroom almost never trips it by chance.
@@ -58,6 +68,72 @@ type sloState struct {
 	latStuck                  bool
 	// readyAt is scratch for the expected ready times of starting replicas.
 	readyAt []time.Time
+	// overSince is when the panic window's arrivals went above ready capacity; zero while
+	// they are not.
+	overSince time.Time
+	// delay is the scale-down delay in force: the configured one, stretched while recent
+	// scale-downs were regretted (undone by a scale-up within a cold start and a delay),
+	// and shrinking back while they are not. downs are the recent scale-downs.
+	delay time.Duration
+	downs [downRecords]downRecord
+}
+
+// downRecord is one scale-down: the count it left and when.
+type downRecord struct {
+	from int
+	at   time.Time
+}
+
+// regretWindow is how soon after a scale-down a scale-up back to its count means the
+// scale-down was a mistake: within a cold start plus the delay, the replica stopped would
+// have cost less kept warm than stopped and started again, and its absence was felt.
+func (a *Autoscaler) regretWindow(in *Input) time.Duration {
+	return in.ColdStart + a.cfg.slo.delay
+}
+
+// noteScale updates the adaptive scale-down delay with a change of the count from cur to
+// want, acted on at in.Now; panicked says the change was for an SLO at risk.
+func (a *Autoscaler) noteScale(in *Input, cur, want int, panicked bool) {
+	s, c := &a.slo, &a.cfg.slo
+	if s.delay < c.delay {
+		s.delay = c.delay
+	}
+	horizon := a.regretWindow(in)
+	// Scale-downs older than the horizon were not regretted: the delay shrinks back a step.
+	for i := range s.downs {
+		d := &s.downs[i]
+		if !d.at.IsZero() && in.Now.Sub(d.at) > horizon {
+			d.at = time.Time{}
+			s.delay = max(c.delay, s.delay*3/4)
+		}
+	}
+	switch {
+	case want < cur:
+		// Remember it in the oldest slot.
+		oldest := 0
+		for i := range s.downs {
+			if s.downs[i].at.IsZero() {
+				oldest = i
+				break
+			}
+			if s.downs[i].at.Before(s.downs[oldest].at) {
+				oldest = i
+			}
+		}
+		s.downs[oldest] = downRecord{from: cur, at: in.Now}
+	case want > cur && panicked:
+		// Only a scale-up for an SLO at risk is regret: one that follows a demand that
+		// sits on the boundary between two counts costs a cold start, not the SLO.
+		regret := false
+		for i := range s.downs {
+			if d := &s.downs[i]; !d.at.IsZero() && want >= d.from {
+				d.at, regret = time.Time{}, true
+			}
+		}
+		if regret {
+			s.delay = min(2*s.delay, maxDelayFactor*c.delay)
+		}
+	}
 }
 
 // latency is the SLO metric at its percentile over a window, and whether enough requests
@@ -98,8 +174,13 @@ func (a *Autoscaler) learnCapacity(in *Input) {
 	p := &in.Panic
 	lat, ok := c.latency(p)
 	covered := float64(p.Ready)*s.capacity >= max(p.ArrivalRate, 0)*(1+c.headroom)
+	// A queue left by a time the fleet was short drains for minutes after the fleet has
+	// grown, with latency over target and replicas busy serving prefills of the backlog: it
+	// says nothing of what a replica sustains. Only a breach while the requests in flight
+	// are not falling (arrivals at least what finishes) says the replicas cannot keep up.
+	draining := p.FinishedPerSec > max(p.ArrivalRate, 0)
 	switch {
-	case !ok || lat <= c.targetS || !covered:
+	case !ok || lat <= c.targetS || !covered || draining:
 		s.breachSince = time.Time{}
 	case s.breachSince.IsZero():
 		s.breachSince = in.Now
@@ -222,6 +303,12 @@ func (a *Autoscaler) evalSLO(in *Input, cur int) (raw, want int, panicking bool)
 	if cov := p.Covered.Seconds(); cov > 0 && arrivalP > readyCap+arrivalSigmas*math.Sqrt(readyCap/cov) {
 		risk |= 4
 	}
+	switch {
+	case arrivalP < readyCap:
+		s.overSince = time.Time{}
+	case s.overSince.IsZero():
+		s.overSince = in.Now
+	}
 
 	if risk != 0 {
 		// A risk the capacity on hand covers holds this tick but leaves the spare-capacity
@@ -233,9 +320,16 @@ func (a *Autoscaler) evalSLO(in *Input, cur int) (raw, want int, panicking bool)
 		// from their expected ready times. Draining within the target is the goal when cold
 		// starts are quick; with slow ones the drain is spread over one cold start, since a
 		// faster plan would buy replicas that arrive after the queue is gone.
-		projected := a.projectBacklog(in, backlog, arrivalP, capacity, p.Ready)
+		// Arrivals above capacity plan for a whole cold start only once they have lasted a
+		// few panic windows; until then the burst counts by the queue it has left and the
+		// rate is taken to return to the stable window's.
+		arrival := arrivalP
+		if s.overSince.IsZero() || in.Now.Sub(s.overSince) < burstPersist*a.cfg.panic {
+			arrival = min(arrivalP, max(a.forecast(in), 0))
+		}
+		projected := a.projectBacklog(in, backlog, arrival, capacity, p.Ready)
 		horizon := max(c.targetS, in.ColdStart.Seconds())
-		need := ceilCount((arrivalP*(1+h) + projected/horizon) / capacity)
+		need := ceilCount((arrival*(1+h) + projected/horizon) / capacity)
 		if need <= cur {
 			if in.Starting > 0 {
 				a.cause.code, a.cause.n = causeSLOPanicCovered, in.Starting
@@ -247,10 +341,12 @@ func (a *Autoscaler) evalSLO(in *Input, cur int) (raw, want int, panicking bool)
 				a.cause.code = causeSLOFits
 				return cur, cur, true
 			}
-			if latS, okS := c.latency(st); !okS || latS <= c.targetS {
+			if latS, okS := c.latency(st); !okS || latS <= c.targetS || p.FinishedPerSec > arrivalP {
 				// Over target in the panic window only, with no queue: a few requests slow
 				// by their own size (a long prompt's prefill), which more replicas do not
-				// make faster. A lasting breach shows in the stable window too.
+				// make faster. A lasting breach shows in the stable window too. So does the
+				// tail of a backlog left by a time the fleet was short, while it drains
+				// (more finishing than arriving): that says nothing of the capacity either.
 				a.cause.code = causeSLOFits
 				return cur, cur, true
 			}
@@ -310,7 +406,7 @@ func (a *Autoscaler) evalSLO(in *Input, cur int) (raw, want int, panicking bool)
 		// last change, long enough for a queue to show if the step went too far. Spare
 		// capacity is judged from demand and capacity, not from the current count, so it
 		// stays valid across steps.
-		if lasted < c.delay || (a.scaled && in.Now.Sub(a.lastScale) < a.cfg.panic) {
+		if lasted < max(s.delay, c.delay) || (a.scaled && in.Now.Sub(a.lastScale) < a.cfg.panic) {
 			a.cause.code = causeSLOSpareWaiting
 			return cur, cur, false
 		}
@@ -318,8 +414,12 @@ func (a *Autoscaler) evalSLO(in *Input, cur int) (raw, want int, panicking bool)
 			a.cause.code = causeSLOAtMin
 			return cur, cur, false
 		}
+		// Demand sized on the stable window lags a fall, so the count it asks for is never too
+		// low: go half way to it at each step, so that a deployment whose demand is gone is
+		// back at its minimum a few panic windows after the delay.
 		a.cause.code, a.cause.d = causeSLOSpare, lasted.Seconds()
-		return cur - 1, cur - 1, false
+		next := max(cur-max(1, (cur-fewer)/2), fewer, in.Min)
+		return next, next, false
 	default:
 		s.spare = false
 		return cur, cur, false

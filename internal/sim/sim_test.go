@@ -173,3 +173,45 @@ func TestBadTraceNamesLine(t *testing.T) {
 		t.Errorf("line %d, want 3", le.Line)
 	}
 }
+
+// TestReturnsToMinAfterLoadEnds runs the controller's slo policy through the scaling loop on
+// a load step that ends: once demand is gone the deployment is back at min_replicas within
+// the scale-down delay (120 s) plus one minute, the stable window's own lag included.
+func TestReturnsToMinAfterLoadEnds(t *testing.T) {
+	p, err := servermodel.Profile("a100-80gb-llama3-8b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := 10 * time.Minute
+	w, err := FromRates("step", []trace.RatePoint{{Start: 0, RPS: 50}, {Start: end, RPS: 0.02}, {Start: 20 * time.Minute, RPS: 0.02}}, 1, FixedLengths(512, 128), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := NewScaler(PolicySLO, Env{Params: p, Workload: w, SLOPrior: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Run(Config{Params: p, Workload: w, InitialReplicas: 9, Timeline: true}, sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back := -1.0
+	for _, pt := range res.Timeline {
+		if pt.Second < end.Seconds() {
+			if pt.Ready+pt.Starting <= 1 {
+				t.Fatalf("at min during the load, at %.0f s", pt.Second)
+			}
+			continue
+		}
+		if pt.Ready+pt.Starting == 1 && back < 0 {
+			back = pt.Second - end.Seconds()
+		}
+		if pt.Ready+pt.Starting > 1 {
+			back = -1
+		}
+	}
+	if back < 0 || back > 180 {
+		t.Fatalf("back at min_replicas %.0f s after the load ended, want within 180 s (attainment %.4f)", back, res.SLOAttainment)
+	}
+	t.Logf("back at min_replicas %.0f s after the load ended", back)
+}
