@@ -20,6 +20,9 @@ import (
 
 // runSim replays a workload through each policy on simulated replicas and prints a table.
 func runSim(ctx context.Context, args []string, out io.Writer) error {
+	if len(args) > 0 && args[0] == "suite" {
+		return runSuite(ctx, args[1:], out)
+	}
 	fs := flag.NewFlagSet("llmscaler sim", flag.ContinueOnError)
 	traceFile := fs.String("trace", "", "request trace: Azure (TIMESTAMP,ContextTokens,GeneratedTokens) or Mooncake (timestamp_ms,input_length,output_length)")
 	ratesFile := fs.String("rates", "", "rate series (window_start_s,aggregate_rate_rps): Poisson arrivals per window; or a folder of ServeGen per-client traces (*-trace.csv, e.g. servegen_m-mid): see --arrivals")

@@ -245,3 +245,15 @@ func poisson(segs []segment, l Lengths, seed uint64) []trace.Request {
 	}
 	return out
 }
+
+// Slice returns the requests arriving in [from, to), rebased to start at zero.
+func (w *Workload) Slice(from, to time.Duration) *Workload {
+	out := &Workload{Name: fmt.Sprintf("%s, %s to %s", w.Name, from, to)}
+	for _, r := range w.Requests {
+		if r.At >= from && r.At < to {
+			r.At -= from
+			out.Requests = append(out.Requests, r)
+		}
+	}
+	return out
+}
