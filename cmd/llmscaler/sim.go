@@ -33,7 +33,7 @@ func runSim(ctx context.Context, args []string, out io.Writer) error {
 	scaleMode := fs.String("scale-mode", "overlay", "with --trace: overlay (K copies of the trace, each shifted by a random offset under a minute: same pace, K times the rate) or compress (arrival gaps divided by K: K times the rate and K times the pace)")
 	sloPrior := fs.String("slo-prior", "benchmark", "the slo policy's prior capacity per replica: benchmark (the capacity at the SLO printed in the header: the highest rate per replica at which a pool of simulated replicas, as many as the mean load needs, keeps 99.5 % of this workload's attainable requests within the TTFT target over 5 minutes of Poisson arrivals, as a user measures it with vLLM's benchmark_serving.py), default (the policy's own default), or requests/s")
 	seed := fs.Uint64("seed", 1, "seed of the random arrivals and lengths: the same seed gives the same results")
-	policies := fs.String("policies", strings.Join(sim.PolicyNames, ","), "comma-separated policies to compare")
+	policies := fs.String("policies", strings.Join(append(slices.Clone(sim.PolicyNames), sim.PolicyStatic, sim.PolicyOracle), ","), "comma-separated policies to compare; static (the fewest always-warm replicas that reach 99 % attainment: no autoscaler) and oracle (a plan that knows every arrival, never above static) are the references")
 	hardware := fs.String("hardware", "a100-80gb-llama3-8b", "hardware profile of every replica: "+strings.Join(servermodel.ProfileNames(), ", "))
 	sloTarget := fs.Duration("slo-target", sim.DefaultSLOTarget, "TTFT a request must meet")
 	minReplicas := fs.Int("min-replicas", 1, "fewest replicas")
@@ -83,8 +83,13 @@ func runSim(ctx context.Context, args []string, out io.Writer) error {
 		priorNote = fmt.Sprintf("%g req/s per replica", v)
 	}
 	var scalers []sim.Scaler
+	refs := false
 	for _, n := range names {
-		sc, err := sim.NewScaler(strings.TrimSpace(n), env)
+		if n = strings.TrimSpace(n); n == sim.PolicyStatic || n == sim.PolicyOracle {
+			refs = true
+			continue
+		}
+		sc, err := sim.NewScaler(n, env)
 		if err != nil {
 			return err
 		}
@@ -122,11 +127,32 @@ func runSim(ctx context.Context, args []string, out io.Writer) error {
 		}
 		results = append(results, res)
 	}
-	fmt.Fprintf(os.Stderr, "\rsim: %d policies in %s%30s\n", len(scalers), time.Since(begin).Round(time.Millisecond), "")
+	var refNote string
+	if refs {
+		fmt.Fprintf(os.Stderr, "\rsim: %d/%d policies done, running the static and oracle references...   ", len(scalers), len(scalers))
+		static, oracle, n, err := sim.References(cfg, sim.SuiteAttainment)
+		if err != nil && !errors.Is(err, sim.ErrUnreachable) {
+			return fmt.Errorf("references: %w", err)
+		}
+		for _, name := range names {
+			switch strings.TrimSpace(name) {
+			case sim.PolicyStatic:
+				results = append(results, static)
+			case sim.PolicyOracle:
+				results = append(results, oracle)
+			}
+		}
+		refNote = fmt.Sprintf("static: %d always-warm replicas, the fewest that reach %.0f %% attainment; oracle: %s\n", n, 100*sim.SuiteAttainment, oracle.Note)
+		if err != nil {
+			refNote += fmt.Sprintf("(%v)\n", err)
+		}
+	}
+	fmt.Fprintf(os.Stderr, "\rsim: %d policies in %s%50s\n", len(results), time.Since(begin).Round(time.Millisecond), "")
 	if err := sim.WriteTable(out, results); err != nil {
 		return err
 	}
 	fmt.Fprint(out, clairvoyantNote)
+	fmt.Fprint(out, refNote)
 	if *outDir == "" {
 		return nil
 	}

@@ -13,7 +13,7 @@ import (
 // TestSimCommand runs `llmscaler sim` as a user does and checks what it prints and writes.
 func TestSimCommand(t *testing.T) {
 	dir := t.TempDir()
-	policies := []string{"threshold", "slo", "hpa", "clairvoyant"}
+	policies := []string{"threshold", "slo", "hpa", "clairvoyant", "static", "oracle"}
 	cmd := exec.Command(bin(t, "llmscaler"), "sim", "--workload", "seed", "--rate-scale", "0.3", "--duration", "4m",
 		"--hardware", "cpu-tiny", "--seed", "3", "--policies", strings.Join(policies, ","), "--out", dir)
 	out, err := cmd.CombinedOutput()
@@ -21,7 +21,7 @@ func TestSimCommand(t *testing.T) {
 		t.Fatalf("sim: %v\n%s", err, out)
 	}
 	text := string(out)
-	for _, want := range []string{"workload: seed", "attainable: 100.00 %", "capacity at the SLO", "slo_attain", "clairvoyant: headroom", "policies in"} {
+	for _, want := range []string{"workload: seed", "attainable: 100.00 %", "capacity at the SLO", "slo_attain", "clairvoyant: headroom", "policies in", "static: ", "always-warm replicas"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("output lacks %q:\n%s", want, text)
 		}
@@ -94,5 +94,41 @@ func TestSimBadTrace(t *testing.T) {
 	}
 	if !strings.Contains(string(out), "bad.csv:3") {
 		t.Errorf("error does not name the file and line 3:\n%s", out)
+	}
+}
+
+// TestSimSuiteCommand runs `llmscaler sim suite` as a user does on one workload: the
+// scoreboard has the policy's row and both references with a verdict, and --json holds it.
+func TestSimSuiteCommand(t *testing.T) {
+	traces := filepath.Join("..", "..", "..", "shared", "traces")
+	if _, err := os.Stat(traces); err != nil {
+		t.Skipf("shared traces not found at %s: %v", traces, err)
+	}
+	js := filepath.Join(t.TempDir(), "suite.json")
+	out, err := exec.Command(bin(t, "llmscaler"), "sim", "suite", "--traces", traces, "--workloads", "seed",
+		"--policies", "slo,threshold", "--json", js).CombinedOutput()
+	if err != nil {
+		t.Fatalf("suite: %v\n%s", err, out)
+	}
+	text := string(out)
+	for _, want := range []string{"workload", "x static", "x oracle", "seed", "slo", "static", "oracle", "9 replicas", "slo passes"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q:\n%s", want, text)
+		}
+	}
+	var entries []map[string]any
+	b, err := os.ReadFile(js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &entries); err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 || entries[0]["verdict"] == "" || len(entries[0]["results"].([]any)) != 4 {
+		t.Fatalf("json: %s", b)
+	}
+	bad, err := exec.Command(bin(t, "llmscaler"), "sim", "suite", "--traces", traces, "--workloads", "nope").CombinedOutput()
+	if err == nil || !strings.Contains(string(bad), `unknown workload "nope"`) {
+		t.Errorf("an unknown workload: %v\n%s", err, bad)
 	}
 }
