@@ -12,8 +12,8 @@ import (
 // checkpoint is the simulator's state at one instant, for the references' trial runs: the
 // replicas (their engines' queues and batches), the front queue, the next arrival, and the
 // first tokens judged so far. Nothing at or after now has been processed yet. Trials need no
-// scaling loop and no per-request record, so the run inside holds neither: the plan acts
-// through resize, and the judge counts.
+// scaling loop and no per-request record, so the run inside holds neither: a trial sets the
+// count itself (advance) or plays a plan's (play), and the judge counts.
 type checkpoint struct {
 	r   *run
 	now time.Duration
@@ -105,28 +105,60 @@ func (c *checkpoint) stopped() bool { return c.j.maxMisses >= 0 && c.misses() > 
 
 // advance processes every event from c.now to before end and leaves c.now at end, with
 // ready replicas ready from its first instant if ready > 0: replicas added then are ready at
-// once, as the plan starts them one cold start ahead, and those removed are drained, least
-// loaded first, as run.scale does. It is run.loop without the report ticks, step for step:
-// replicas coming up, the front queue, arrivals, the scaling decision (here, resize), then
-// the engines; TestCheckpointMatchesRun holds it to that. It returns false if the judge
-// stopped it early.
+// once, as a plan starts them one cold start ahead, and those removed are drained, least
+// loaded first, as run.scale does. It returns false if the judge stopped it early.
 func (c *checkpoint) advance(end time.Duration, ready int) bool {
+	return c.simulate(end, ready, nil)
+}
+
+// play runs c from time zero to the end of the workload under the plan, as Run does with
+// the plan as its scaler: the plan's count is applied at every report tick, the replicas
+// warm at the start are InitialReplicas of Run's. It leaves c.now at the end of the run, with
+// every replica stopped, so that c.r.gpuTime is the run's GPU time.
+func (c *checkpoint) play(p *OraclePlan) {
+	c.grow(min(max(p.at(0), c.r.cfg.MinReplicas), c.r.cfg.MaxReplicas), 0)
+	c.simulate(math.MaxInt64, 0, p)
+}
+
+// simulate is run.loop, step for step, without the windows and the per-request record:
+// replicas coming up, the front queue, arrivals, the scaling decision (resize at the first
+// instant, or the plan's count at report ticks), then the engines. With a plan it runs
+// until every request has finished and stops the replicas then, as run.loop does;
+// TestOracleCheckpointMatchesRun holds it to all that.
+func (c *checkpoint) simulate(end time.Duration, ready int, plan *OraclePlan) bool {
 	r := c.r
 	reqs := r.cfg.Workload.Requests
+	tick := r.cfg.ReportInterval
+	nextTick := time.Duration(math.MaxInt64)
+	if plan != nil {
+		nextTick = (c.now/tick + 1) * tick
+	}
 	now := c.now
 	first := true
 	// Trials start no replica but through grow, whose replicas are ready at once, so most
 	// never see one starting; the scan for them is skipped then.
 	starting := slices.ContainsFunc(r.reps, func(rep *replica) bool { return rep.phase == phaseStarting })
+	// Most instants are the end of one replica's iteration, and nothing else: those step the
+	// replicas due, from a heap of iteration ends, rather than look at every replica as
+	// run.loop does. Only arrivals and scaling give an idle replica work, and the instants
+	// with those look at every replica. The order in which replicas step at one instant
+	// changes nothing: each steps its own engine.
+	var busy iterationEnds
+	for _, rep := range r.reps {
+		if rep.busyUntil > now {
+			busy.push(rep)
+		}
+	}
+	var due []*replica
 	for now < end {
-		up := false
+		all := first
 		if starting {
 			starting = false
 			for _, rep := range r.reps {
 				if rep.phase == phaseStarting {
 					if rep.readyAt <= now {
 						rep.phase = phaseReady
-						up = true
+						all = true
 					} else {
 						starting = true
 					}
@@ -136,9 +168,8 @@ func (c *checkpoint) advance(end time.Duration, ready int) bool {
 		var drain int
 		if first && ready > 0 {
 			drain = c.grow(ready, now)
-			up = up || drain < 0
 		}
-		if up && len(r.front) > 0 {
+		if all && len(r.front) > 0 && slices.ContainsFunc(r.reps, func(rep *replica) bool { return rep.phase == phaseReady }) {
 			for _, i := range r.front {
 				r.dispatch(i, now)
 			}
@@ -147,52 +178,139 @@ func (c *checkpoint) advance(end time.Duration, ready int) bool {
 		for r.next < len(reqs) && reqs[r.next].At <= now {
 			r.dispatch(r.next, now)
 			r.next++
+			all = true
 		}
 		if drain > 0 {
-			cur := 0
-			for _, rep := range r.reps {
-				if rep.phase == phaseReady || rep.phase == phaseStarting {
-					cur++
-				}
-			}
+			cur := c.live()
 			r.scale(cur, cur-drain, now)
 		}
+		if now >= nextTick {
+			// report's decision with a scaling.Counter: clamped to the bounds, acted on when
+			// it differs from the count.
+			cur := c.live()
+			want := min(max(plan.at(now), r.cfg.MinReplicas), r.cfg.MaxReplicas)
+			if want != cur {
+				r.scale(cur, want, now)
+				for _, rep := range r.reps {
+					rep.eng.SetTokenEvents(false)
+				}
+				starting = starting || want > cur
+				all = true
+			}
+			nextTick += tick
+		}
 		first = false
+		due = due[:0]
+		for busy.len() > 0 && busy.top().busyUntil <= now {
+			due = append(due, busy.pop())
+		}
+		if all {
+			due = r.reps
+		}
 		stopped := false
-		for _, rep := range r.reps {
+		for _, rep := range due {
 			if rep.busyUntil > now {
 				continue
 			}
 			if rep.eng.Busy() {
 				c.step(rep, now)
+				if rep.busyUntil > now {
+					busy.push(rep)
+				}
 			} else if rep.phase == phaseDraining {
 				r.stop(rep, now)
 				stopped = true
 			}
 		}
+		if all {
+			due = nil
+		}
 		if stopped {
 			r.compact()
+		}
+		if plan != nil && r.next >= len(reqs) && r.inflight == 0 && len(r.front) == 0 {
+			for _, rep := range r.reps {
+				r.stop(rep, now)
+			}
+			r.compact()
+			c.now = now
+			return true
 		}
 		if c.stopped() {
 			c.now = now
 			return false
 		}
-		t := end
+		t := min(end, nextTick)
 		if r.next < len(reqs) {
 			t = min(t, reqs[r.next].At)
 		}
-		for _, rep := range r.reps {
-			if rep.phase == phaseStarting {
-				t = min(t, rep.readyAt)
-			}
-			if rep.busyUntil > now {
-				t = min(t, rep.busyUntil)
+		if busy.len() > 0 {
+			t = min(t, busy.top().busyUntil)
+		}
+		if starting {
+			for _, rep := range r.reps {
+				if rep.phase == phaseStarting {
+					t = min(t, rep.readyAt)
+				}
 			}
 		}
 		now = t
 	}
 	c.now = end
 	return true
+}
+
+// iterationEnds is a min-heap of busy replicas by the end of their iteration.
+type iterationEnds []*replica
+
+func (h iterationEnds) len() int      { return len(h) }
+func (h iterationEnds) top() *replica { return h[0] }
+func (h *iterationEnds) push(r *replica) {
+	*h = append(*h, r)
+	s := *h
+	for i := len(s) - 1; i > 0; {
+		p := (i - 1) / 2
+		if s[p].busyUntil <= s[i].busyUntil {
+			break
+		}
+		s[p], s[i] = s[i], s[p]
+		i = p
+	}
+}
+
+func (h *iterationEnds) pop() *replica {
+	s := *h
+	top := s[0]
+	n := len(s) - 1
+	s[0] = s[n]
+	s = s[:n]
+	for i := 0; ; {
+		c := 2*i + 1
+		if c >= n {
+			break
+		}
+		if c+1 < n && s[c+1].busyUntil < s[c].busyUntil {
+			c++
+		}
+		if s[i].busyUntil <= s[c].busyUntil {
+			break
+		}
+		s[i], s[c] = s[c], s[i]
+		i = c
+	}
+	*h = s
+	return top
+}
+
+// live counts the replicas that are ready or starting: the count a scaling decision acts on.
+func (c *checkpoint) live() int {
+	n := 0
+	for _, rep := range c.r.reps {
+		if rep.phase == phaseReady || rep.phase == phaseStarting {
+			n++
+		}
+	}
+	return n
 }
 
 // grow adds ready replicas, started one cold start before now (not before zero), until there
@@ -232,13 +350,4 @@ func (c *checkpoint) step(rep *replica, now time.Duration) {
 			c.r.inflight--
 		}
 	}
-}
-
-// queued is the requests waiting for admission: in the front queue and the engines' queues.
-func (c *checkpoint) queued() int {
-	n := len(c.r.front)
-	for _, rep := range c.r.reps {
-		n += rep.eng.Waiting()
-	}
-	return n
 }

@@ -134,9 +134,11 @@ type run struct {
 	cfg    Config
 	sc     Scaler
 	scaler *scaling.Deployment
-	obs    []scaling.Replica
-	reps   []*replica // live replicas (not stopped)
-	nextID int
+	// stopped is set when a replica stops, until compact drops it.
+	stopped bool
+	obs     []scaling.Replica
+	reps    []*replica // live replicas (not stopped)
+	nextID  int
 
 	front    []int // indices into the workload of requests waiting for a READY replica
 	next     int   // next arrival
@@ -313,11 +315,16 @@ func (r *run) stop(rep *replica, now time.Duration) {
 		return
 	}
 	rep.phase = phaseStopped
+	r.stopped = true
 	r.gpuTime += now - rep.started
 }
 
 // compact drops stopped replicas, keeping the order of the rest.
 func (r *run) compact() {
+	if !r.stopped {
+		return // most events stop no replica: skip the scan
+	}
+	r.stopped = false
 	r.reps = slices.DeleteFunc(r.reps, func(rep *replica) bool { return rep.phase == phaseStopped })
 }
 
