@@ -206,6 +206,7 @@ func RunSuite(ctx context.Context, ws []SuiteWorkload, o SuiteOptions) ([]*Suite
 		// The references' own results, put together once both are done.
 		staticErr, planErr error
 		plan               *Result
+		pending            int // jobs not finished
 	}
 	var (
 		mu    sync.Mutex
@@ -220,7 +221,9 @@ func RunSuite(ctx context.Context, ws []SuiteWorkload, o SuiteOptions) ([]*Suite
 		}
 		mu.Unlock()
 	}
-	jobs := make(chan func(), 1024)
+	// Unbuffered: a workload is built only when a worker is free to start on it, so memory
+	// holds the workloads being simulated, not the whole battery (a day is 1.7-2.4 M requests).
+	jobs := make(chan func())
 	var wg sync.WaitGroup
 	for range o.Parallel {
 		wg.Add(1)
@@ -266,6 +269,7 @@ func RunSuite(ctx context.Context, ws []SuiteWorkload, o SuiteOptions) ([]*Suite
 				env:   env,
 				slots: make([]*Result, len(o.Policies)+2),
 			}
+			pr.pending = len(o.Policies) + 2
 			pr.cfg = Config{Params: params, Workload: wl, SLOTarget: w.SLOTarget, InitialReplicas: WarmReplicas(env), Timeline: o.Timeline}
 			preps = append(preps, pr)
 			tag := fmt.Sprintf("%s seed %d", w.Name, seed)
@@ -283,6 +287,10 @@ func RunSuite(ctx context.Context, ws []SuiteWorkload, o SuiteOptions) ([]*Suite
 					}
 					pr.mu.Lock()
 					pr.entry.Wall += time.Since(t0)
+					if pr.pending--; pr.pending == 0 {
+						// The entry's last job: its requests are no longer needed.
+						pr.cfg.Workload, pr.env.Workload = nil, nil
+					}
 					pr.mu.Unlock()
 					mu.Lock()
 					done++
@@ -346,8 +354,6 @@ func RunSuite(ctx context.Context, ws []SuiteWorkload, o SuiteOptions) ([]*Suite
 		pr.entry.Results = pr.slots
 		pr.entry.Verdict = Judge(pr.entry)
 		out[i] = pr.entry
-		// The workload's requests are no longer needed; the results keep what they measured.
-		pr.cfg.Workload, pr.env.Workload = nil, nil
 	}
 	return out, nil
 }
