@@ -1,13 +1,11 @@
 package sim
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"slices"
 	"time"
 
-	"github.com/llmscaler/llmscaler/internal/scaling"
 	"github.com/llmscaler/llmscaler/internal/trace"
 	"github.com/llmscaler/llmscaler/internal/window"
 )
@@ -458,35 +456,12 @@ func repair(plan *OraclePlan, reqs []trace.Request, ttft []float64, slo float64,
 }
 
 // observe is Run that also returns every request's TTFT in seconds (+Inf for a request with
-// no first token), which the oracle's repairs read. It must stay Run step for step:
-// TestOracleObserveIsRun holds it to that.
+// no first token), which the oracle's repairs read.
 func observe(cfg Config, sc Scaler) (*Result, []float64, error) {
-	cfg = cfg.withDefaults()
-	if cfg.Workload == nil {
-		return nil, nil, errors.New("no workload")
-	}
-	if err := cfg.Params.Validate(); err != nil {
-		return nil, nil, fmt.Errorf("hardware profile: %w", err)
-	}
-	pol, err := asPolicy(sc)
+	r, err := simulate(cfg, sc)
 	if err != nil {
 		return nil, nil, err
 	}
-	r := &run{cfg: cfg, sc: sc, scaler: scaling.NewDeployment("sim", pol, cfg.ReportInterval, cfg.InitialReplicas)}
-	r.scaler.StartAt(epoch)
-	n := len(cfg.Workload.Requests)
-	r.ttft = make([]float64, n)
-	r.wait = make([]float64, n)
-	for i := range r.ttft {
-		r.ttft[i] = math.Inf(1)
-		r.wait[i] = math.Inf(1)
-	}
-	r.res = Result{Policy: sc.Name(), Requests: n}
-	for range cfg.InitialReplicas {
-		rep := r.start(0)
-		rep.phase, rep.readyAt = phaseReady, 0
-	}
-	r.loop()
 	ttft := slices.Clone(r.ttft)
 	return r.finish(), ttft, nil
 }

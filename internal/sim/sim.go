@@ -154,6 +154,16 @@ type run struct {
 
 // Run simulates the workload under the scaler.
 func Run(cfg Config, sc Scaler) (*Result, error) {
+	r, err := simulate(cfg, sc)
+	if err != nil {
+		return nil, err
+	}
+	return r.finish(), nil
+}
+
+// simulate runs the workload under the scaler to its end and returns the finished run,
+// before finish summarises (and sorts away) its per-request figures.
+func simulate(cfg Config, sc Scaler) (*run, error) {
 	cfg = cfg.withDefaults()
 	if cfg.Workload == nil {
 		return nil, errors.New("no workload")
@@ -180,7 +190,7 @@ func Run(cfg Config, sc Scaler) (*Result, error) {
 		rep.phase, rep.readyAt = phaseReady, 0
 	}
 	r.loop()
-	return r.finish(), nil
+	return r, nil
 }
 
 func (r *run) start(now time.Duration) *replica {
