@@ -302,8 +302,7 @@ func (a *Autoscaler) commit(in *Input, d *Decision) {
 		a.slo.spare = false
 	}
 	if a.cfg.name == NameSLO {
-		c := a.cause.code
-		a.noteScale(in, d.Current, d.Desired, c == causeSLOPanic || c == causeSLOPanicCovered || c == causeSLOPanicLatencyOnly)
+		a.noteScale(in, d.Current, d.Desired, a.cause.code)
 	}
 }
 

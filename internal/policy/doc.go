@@ -40,18 +40,22 @@
 //     half a request per ready replica that cannot drain within the target, or arrivals above
 //     ready capacity by more than Poisson noise explains, scale up at once to serve the panic
 //     arrival rate with headroom and drain the backlog, up to panic_max_step [10] replicas per
-//     decision.
+//     decision. The backlog sits in the engines that hold it, so its drain plans at most as
+//     many replicas as are ready: a new replica takes new arrivals, not the queue.
 //   - Starting replicas are capacity arriving at StartingSince + ColdStart: the backlog is
 //     projected to when a replica started now would be ready, with each starting one
 //     draining it from its expected ready time, so the policy adds once and waits instead of
 //     adding again while the first ones load; with slow cold starts the drain is planned over
 //     one cold start rather than the target, so it does not overshoot.
-//   - Scale down by one replica only after the stable window has shown spare capacity (the
-//     demand fits in one replica fewer, with headroom or the spare replica, and a 5 % margin)
-//     for scale_down_delay [120 s], each further step a panic window after the last change,
-//     with no replica starting and, as for every policy, fresh data from every replica. A
-//     panic-window risk that the capacity on hand covers holds that tick but does not restart
-//     the delay.
+//   - Scale down only after the stable window has shown spare capacity (the demand fits in
+//     fewer replicas, with headroom or the spare replica, and a 5 % margin) for a panic
+//     window, and never below the most the sizing asked for over the scale-down delay
+//     [120 s, stretched while scale-downs are regretted]; a panic records its arrival rate's
+//     need, not the backlog's, so replicas started to drain a queue go once it is gone. Each
+//     step a panic window after the last change, with no replica starting and, as for every
+//     policy, fresh data from every replica. Before the policy has a delay of history (a new
+//     leader), the first step waits out the delay. A panic-window risk that the capacity on
+//     hand covers holds that tick but does not restart the delay.
 //
 // # Common clamps
 //

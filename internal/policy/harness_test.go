@@ -257,6 +257,31 @@ func (f *fleet) peak(from, to time.Duration) int {
 	return p
 }
 
+// lowest is the smallest count in [from, to) seconds of elapsed time.
+func (f *fleet) lowest(from, to time.Duration) int {
+	low := math.MaxInt
+	for i := int(from / time.Second); i < int(to/time.Second) && i < len(f.counts); i++ {
+		low = min(low, f.counts[i])
+	}
+	return low
+}
+
+// downsWithQueue counts acted scale-downs in [from, to) taken while at least q requests
+// were queued.
+func (f *fleet) downsWithQueue(from, to time.Duration, q float64) int {
+	n := 0
+	for _, d := range f.decisions {
+		el := d.Time.Sub(epoch)
+		if el < from || el >= to || !d.Change || d.DryRun || d.Desired >= d.Current {
+			continue
+		}
+		if i := int(el / time.Second); i > 0 && i <= len(f.queues) && f.queues[i-1] >= q {
+			n++
+		}
+	}
+	return n
+}
+
 // maxQueue is the longest queue in [from, to) of elapsed time.
 func (f *fleet) maxQueue(from, to time.Duration) float64 {
 	q := 0.0
@@ -335,6 +360,16 @@ func burst(at, length time.Duration, base, peak float64) func(time.Duration) flo
 			return peak
 		}
 		return base
+	}
+}
+
+// onOff is low for off, then high for on, repeated.
+func onOff(off, on time.Duration, low, high float64) func(time.Duration) float64 {
+	return func(el time.Duration) float64 {
+		if el%(off+on) >= off {
+			return high
+		}
+		return low
 	}
 }
 

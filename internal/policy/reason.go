@@ -187,11 +187,11 @@ func (a *Autoscaler) causeText() string {
 			a.targetMetricName(), num(c.a), num(c.b), c.a/c.b, a.cfg.target.tolerance, secs(a.cfg.panic.Seconds()))
 	case causeSLOPanic, causeSLOPanicLatencyOnly, causeSLOPanicCovered:
 		return a.panicText()
-	case causeSLOSize, causeSLOSpare:
+	case causeSLOSpare:
+		return fmt.Sprintf("spare capacity: %d replicas are the most the demand needed in the last %s",
+			c.n, secs(c.d))
+	case causeSLOSize:
 		lead := ""
-		if c.code == causeSLOSpare {
-			lead = fmt.Sprintf("spare capacity for %s: ", secs(c.d))
-		}
 		sizing := "x " + num(1+a.cfg.slo.headroom) + " headroom"
 		if c.flags&1 != 0 {
 			sizing = "with one replica spare"

@@ -76,12 +76,61 @@ type sloState struct {
 	// and shrinking back while they are not. downs are the recent scale-downs.
 	delay time.Duration
 	downs [downRecords]downRecord
+	// needs is what the steady sizing asked for (with the scale-down margin), each entry
+	// kept only while nothing later asked for as much: its first entry since a time is the
+	// most asked for since then.
+	needs []stampedCount
+	// panicNeed is the count the panic's arrival rate needs, without its backlog: a
+	// scale-down that left fewer is regretted.
+	panicNeed int
+	// downFull says the scale-down being decided goes to the current need (downRecord.full).
+	downFull bool
+	// shrunk is when the delay last shrank back.
+	shrunk time.Time
+	// firstEval is when the policy first ran: its need history covers only the time since.
+	firstEval time.Time
+}
+
+// stampedCount is a replica count and when it was asked for.
+type stampedCount struct {
+	at time.Time
+	n  int
+}
+
+// maxNeeds bounds the steady-need history: entries are strictly decreasing counts.
+const maxNeeds = 64
+
+// noteNeed records the steady sizing's count at now, dropping what it supersedes and what
+// is older than horizon.
+func (s *sloState) noteNeed(now time.Time, n int, horizon time.Duration) {
+	for len(s.needs) > 0 && s.needs[len(s.needs)-1].n <= n {
+		s.needs = s.needs[:len(s.needs)-1]
+	}
+	drop := 0
+	for drop < len(s.needs) && (now.Sub(s.needs[drop].at) > horizon || len(s.needs)-drop >= maxNeeds) {
+		drop++
+	}
+	s.needs = append(s.needs[:0], s.needs[drop:]...)
+	s.needs = append(s.needs, stampedCount{at: now, n: n})
+}
+
+// heldNeed is the most the steady sizing asked for since since.
+func (s *sloState) heldNeed(since time.Time) int {
+	for _, e := range s.needs {
+		if !e.at.Before(since) {
+			return e.n
+		}
+	}
+	return 0
 }
 
 // downRecord is one scale-down: the count it left and when.
 type downRecord struct {
-	from int
-	at   time.Time
+	to int
+	at time.Time
+	// full is set when it went to what the demand needs now, not to a count the recent
+	// history holds: only such a scale-down, unregretted, says the delay could be shorter.
+	full bool
 }
 
 // regretWindow is how soon after a scale-down a scale-up back to its count means the
@@ -93,18 +142,23 @@ func (a *Autoscaler) regretWindow(in *Input) time.Duration {
 
 // noteScale updates the adaptive scale-down delay with a change of the count from cur to
 // want, acted on at in.Now; panicked says the change was for an SLO at risk.
-func (a *Autoscaler) noteScale(in *Input, cur, want int, panicked bool) {
+func (a *Autoscaler) noteScale(in *Input, cur, want int, code causeCode) {
+	panicked := code == causeSLOPanic || code == causeSLOPanicCovered || code == causeSLOPanicLatencyOnly
 	s, c := &a.slo, &a.cfg.slo
 	if s.delay < c.delay {
 		s.delay = c.delay
 	}
 	horizon := a.regretWindow(in)
 	// Scale-downs older than the horizon were not regretted: the delay shrinks back a step.
+	// The delay shrinks back a step at most once per horizon, however many steps one
+	// scale-down took.
 	for i := range s.downs {
 		d := &s.downs[i]
 		if !d.at.IsZero() && in.Now.Sub(d.at) > horizon {
 			d.at = time.Time{}
-			s.delay = max(c.delay, s.delay*3/4)
+			if d.full && in.Now.Sub(s.shrunk) > horizon {
+				s.delay, s.shrunk = max(c.delay, s.delay*3/4), in.Now
+			}
 		}
 	}
 	switch {
@@ -120,14 +174,24 @@ func (a *Autoscaler) noteScale(in *Input, cur, want int, panicked bool) {
 				oldest = i
 			}
 		}
-		s.downs[oldest] = downRecord{from: cur, at: in.Now}
+		s.downs[oldest] = downRecord{to: want, at: in.Now, full: s.downFull}
+	case want > cur && !panicked:
+		// Demand that rose again soon after a scale-down says nothing for a shorter delay.
+		for i := range s.downs {
+			s.downs[i].full = false
+		}
 	case want > cur && panicked:
 		// Only a scale-up for an SLO at risk is regret: one that follows a demand that
 		// sits on the boundary between two counts costs a cold start, not the SLO.
 		regret := false
 		for i := range s.downs {
-			if d := &s.downs[i]; !d.at.IsZero() && want >= d.from {
+			d := &s.downs[i]
+			switch {
+			case d.at.IsZero():
+			case s.panicNeed > d.to:
 				d.at, regret = time.Time{}, true
+			default:
+				d.full = false
 			}
 		}
 		if regret {
@@ -277,6 +341,9 @@ func (a *Autoscaler) forecast(in *Input) float64 {
 // evalSLO keeps the latency SLO with as few replicas as it can; see the package doc.
 func (a *Autoscaler) evalSLO(in *Input, cur int) (raw, want int, panicking bool) {
 	c, s := &a.cfg.slo, &a.slo
+	if s.firstEval.IsZero() {
+		s.firstEval = in.Now
+	}
 	a.learnCapacity(in)
 	capacity := max(s.capacity, 1e-6)
 	h := c.headroom
@@ -329,7 +396,14 @@ func (a *Autoscaler) evalSLO(in *Input, cur int) (raw, want int, panicking bool)
 		}
 		projected := a.projectBacklog(in, backlog, arrival, capacity, p.Ready)
 		horizon := max(c.targetS, in.ColdStart.Seconds())
-		need := ceilCount((arrival*(1+h) + projected/horizon) / capacity)
+		// The backlog sits in the engines of the replicas that have it (a request is
+		// dispatched when it arrives), so a new replica cannot take any of it: at most the
+		// replicas holding it are busy draining it, and the new ones must carry the arrivals.
+		drain := min(projected/horizon/capacity, float64(p.Ready))
+		need := ceilCount(arrival*(1+h)/capacity + drain)
+		rateNeed := ceilCount(arrival * (1 + h) / capacity)
+		s.panicNeed = rateNeed
+		s.noteNeed(in.Now, rateNeed, maxDelayFactor*c.delay)
 		if need <= cur {
 			if in.Starting > 0 {
 				a.cause.code, a.cause.n = causeSLOPanicCovered, in.Starting
@@ -377,6 +451,7 @@ func (a *Autoscaler) evalSLO(in *Input, cur int) (raw, want int, panicking bool)
 	arrivalS := a.forecast(in)
 	need, spare := sized(arrivalS, capacity, h, 0)
 	fewer, _ := sized(arrivalS, capacity, h, downMargin)
+	s.noteNeed(in.Now, fewer, maxDelayFactor*c.delay)
 	a.cause = cause{code: causeSLOFits, a: arrivalS, c: capacity, n: need}
 	if spare {
 		a.cause.flags = 1
@@ -402,24 +477,29 @@ func (a *Autoscaler) evalSLO(in *Input, cur int) (raw, want int, panicking bool)
 			s.spare, s.spareSince = true, in.Now
 		}
 		lasted := in.Now.Sub(s.spareSince)
-		// The first step waits out the delay; each further one a panic window after the
-		// last change, long enough for a queue to show if the step went too far. Spare
-		// capacity is judged from demand and capacity, not from the current count, so it
-		// stays valid across steps.
-		if lasted < max(s.delay, c.delay) || (a.scaled && in.Now.Sub(a.lastScale) < a.cfg.panic) {
+		// The count goes down to the most the demand needed over the delay in force (a
+		// panic counts its arrival rate, not the queue it planned to drain, so replicas
+		// started for a backlog go once it is gone), and only after a panic window of spare
+		// capacity since the last change, long enough for a queue to show if the step went
+		// too far. Before the policy has a delay's history (a new leader), it waits out the
+		// delay from the first spare tick instead.
+		delay := max(s.delay, c.delay)
+		floor := max(fewer, in.Min)
+		if in.Now.Sub(s.firstEval) >= delay {
+			floor = max(floor, s.heldNeed(in.Now.Add(-delay)))
+		} else if lasted < delay {
+			floor = cur
+		}
+		if floor >= cur || lasted < a.cfg.panic || (a.scaled && in.Now.Sub(a.lastScale) < a.cfg.panic) {
 			a.cause.code = causeSLOSpareWaiting
+			if cur <= in.Min {
+				a.cause.code = causeSLOAtMin
+			}
 			return cur, cur, false
 		}
-		if cur <= in.Min {
-			a.cause.code = causeSLOAtMin
-			return cur, cur, false
-		}
-		// Demand sized on the stable window lags a fall, so the count it asks for is never too
-		// low: go half way to it at each step, so that a deployment whose demand is gone is
-		// back at its minimum a few panic windows after the delay.
-		a.cause.code, a.cause.d = causeSLOSpare, lasted.Seconds()
-		next := max(cur-max(1, (cur-fewer)/2), fewer, in.Min)
-		return next, next, false
+		a.cause.code, a.cause.n, a.cause.d = causeSLOSpare, floor, delay.Seconds()
+		s.downFull = floor <= max(fewer, in.Min)
+		return floor, floor, false
 	default:
 		s.spare = false
 		return cur, cur, false

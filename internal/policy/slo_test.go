@@ -24,8 +24,13 @@ func TestSLO(t *testing.T) {
 				if up := f.firstChange(5*min, true); up < 0 || up > 5*min+10*time.Second {
 					t.Errorf("first scale-up at %v, want within 10 s of the 5m0s step", up)
 				}
-				if _, downs := f.changes(5*min, 8*min); downs != 0 {
-					t.Errorf("%d scale-downs while the backlog drained", downs)
+				// Replicas started for the backlog go once it is gone, never below what
+				// the new rate needs, and none while a queue remains.
+				if n := f.downsWithQueue(5*min, 12*min, 1); n != 0 {
+					t.Errorf("%d scale-downs while the backlog drained\n%s", n, f.journal())
+				}
+				if low := f.lowest(5*min+30*time.Second, 12*min); low < 7 {
+					t.Errorf("fell to %d replicas after the step, below the 7 that 56 req/s needs\n%s", low, f.journal())
 				}
 				if f.count() != 7 || f.queue() >= 1 {
 					t.Errorf("ended with %d replicas and a queue of %.0f, want 7 and none", f.count(), f.queue())
@@ -62,11 +67,44 @@ func TestSLO(t *testing.T) {
 				if ups, _ := f.changes(5*min+30*time.Second, 15*min); ups != 0 {
 					t.Errorf("%d scale-ups after the burst\n%s", ups, f.journal())
 				}
-				if down := f.firstChange(5*min+30*time.Second, false); down < 5*min+30*time.Second+2*min {
-					t.Errorf("first scale-down at %v, before the 120 s delay after the burst", down)
+				// The replicas started for the burst's queue may go once it is gone; those
+				// its rate needed (100 req/s: 11.5 with headroom, 11 as the panic window
+				// leaves the burst) stay for the 120 s delay.
+				if n := f.downsWithQueue(5*min, 15*min, 1); n != 0 {
+					t.Errorf("%d scale-downs with a queue\n%s", n, f.journal())
+				}
+				if low := f.lowest(5*min+30*time.Second, 5*min+30*time.Second+110*time.Second); low < 11 {
+					t.Errorf("fell to %d replicas within the 120 s delay after the burst, want the 11 its rate needed\n%s", low, f.journal())
 				}
 				if f.count() != 3 {
 					t.Errorf("ended with %d replicas, want the base load's 3", f.count())
+				}
+			},
+		},
+		{
+			// 3 min at 18 req/s, 2 min at 75, with a 30 s cold start: each on-period
+			// after a scale-down is a panic with a backlog. A scale-down regretted
+			// (a panic back above what it left) doubles the 120 s delay; twice regretted,
+			// 480 s outlasts the 3 min off-period and the count the load needs (75 x
+			// 1.15 / 10: 9) is kept through it from then on.
+			name: "on/off: regretted scale-downs stretch the delay until the off-periods are held",
+			rate: onOff(3*min, 2*min, 18, 75), opts: []fleetOpt{withReplicas(3), withColdStart(30 * time.Second)}, run: 40 * min,
+			check: func(t *testing.T, f *fleet) {
+				for cycle := 3; cycle < 8; cycle++ {
+					start := time.Duration(cycle) * 5 * min
+					if low := f.lowest(start, start+3*min); low < 9 {
+						t.Errorf("off-period %d fell to %d replicas, want the 9 the on-period needs kept\n%s", cycle, low, f.journal())
+					}
+					if q := f.maxQueue(start+3*min, start+5*min); q > 50 {
+						t.Errorf("on-period %d queued %.0f requests\n%s", cycle, q, f.journal())
+					}
+				}
+				// What is held is what the steady sizing asked for. A step looks like a
+				// ramp to the trend until the stable window has filled, so that is up to
+				// 14 (the forecast at the trend's cap), not the 9 the level needs: known
+				// overshoot, see BENCHMARKS.md (onoff).
+				if p := f.peak(30*min, 40*min); p > 14 {
+					t.Errorf("held %d replicas in the last cycles, want at most 14\n%s", p, f.journal())
 				}
 			},
 		},
@@ -116,8 +154,10 @@ func TestSLO(t *testing.T) {
 				if c := f.as.slo.capacity; c < 9 || c > 15 {
 					t.Errorf("capacity estimate %.2f req/s, want it moved from the prior 20 to 9..15", c)
 				}
-				if n := f.count(); n < 7 || n > 9 {
-					t.Errorf("ended with %d replicas, want 7 to 9 (60 req/s at 10 each, with headroom)", n)
+				// 60 req/s at the estimate, with headroom and a spare: 6 at 12 req/s each,
+				// 8 at the true 10.
+				if n := f.count(); n < 6 || n > 9 {
+					t.Errorf("ended with %d replicas, want 6 to 9 (60 req/s at 10-12 each, with headroom)\n%s", n, f.journal())
 				}
 				if q := f.queues[len(f.queues)-1]; q > 1 {
 					t.Errorf("ended with %.1f requests queued, want the queue gone\n%s", q, f.journal())
@@ -125,7 +165,7 @@ func TestSLO(t *testing.T) {
 			},
 		},
 		{
-			name: "scale-down waits out the delay, then goes half way to the need at each step",
+			name: "scale-down waits out the delay, then follows the need down step by step",
 			rate: stepAt(2*min, 56, 18), opts: []fleetOpt{withReplicas(7)}, run: 10 * min,
 			check: func(t *testing.T, f *fleet) {
 				downs := f.changeTimes(false)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 )
 
@@ -25,7 +26,8 @@ func WriteTable(w io.Writer, results []*Result) error {
 
 // WriteFiles writes dir/summary.json (the results) and dir/timeline.csv (every result's
 // timeline: policy,second,arrivals,queue,starting,ready,draining,desired,change,gpu_util,
-// ttft_mean_s,e2e_mean_s; the means are empty in an interval with no request), making dir.
+// ttft_mean_s,e2e_mean_s,reason; the means are empty in an interval with no request, the
+// reason, quoted, is the policy's for a change of the count), making dir.
 func WriteFiles(dir string, results []*Result) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -50,7 +52,7 @@ func WriteFiles(dir string, results []*Result) error {
 
 func writeTimeline(w io.Writer, results []*Result) error {
 	var buf []byte
-	buf = append(buf, "policy,second,arrivals,queue,starting,ready,draining,desired,change,gpu_util,ttft_mean_s,e2e_mean_s\n"...)
+	buf = append(buf, "policy,second,arrivals,queue,starting,ready,draining,desired,change,gpu_util,ttft_mean_s,e2e_mean_s,reason\n"...)
 	for _, r := range results {
 		for _, p := range r.Timeline {
 			buf = append(buf, r.Policy...)
@@ -65,6 +67,12 @@ func writeTimeline(w io.Writer, results []*Result) error {
 				if !math.IsNaN(x) {
 					buf = strconv.AppendFloat(buf, x, 'f', 4, 64)
 				}
+			}
+			buf = append(buf, ',')
+			if p.Reason != "" {
+				buf = append(buf, '"')
+				buf = append(buf, strings.ReplaceAll(p.Reason, `"`, `""`)...)
+				buf = append(buf, '"')
 			}
 			buf = append(buf, '\n')
 			if len(buf) > 1<<16 {

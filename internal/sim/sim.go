@@ -104,6 +104,8 @@ type TimelinePoint struct {
 	// seconds, of the requests that had their first token (TTFT) or finished (E2E) in the
 	// interval; NaN when there were none.
 	TTFTMean, E2EMean float64
+	// Reason is the policy's reason for a change of the count; empty when there was none.
+	Reason string
 }
 
 type phase uint8
@@ -412,9 +414,9 @@ func (r *run) report(now time.Duration) {
 	}
 	spec := scaling.Spec{Min: r.cfg.MinReplicas, Max: r.cfg.MaxReplicas, ColdStart: r.cfg.Params.ColdStart}
 	cur := ready + starting
-	want := cur
+	want, reason := cur, ""
 	if d, ok := r.scaler.Step(at, r.obs, spec, true); ok && d.Change && !d.DryRun {
-		want = min(max(d.Desired, spec.Min), spec.Max)
+		want, reason = min(max(d.Desired, spec.Min), spec.Max), d.Reason
 	}
 	if want != cur {
 		r.res.ScaleEvents++
@@ -426,6 +428,9 @@ func (r *run) report(now time.Duration) {
 	if r.cfg.Timeline {
 		p := TimelinePoint{Second: now.Seconds(), Arrivals: r.arrivals, Queue: len(r.front), Desired: want,
 			Change: want - cur, TTFTMean: mean(ttftSum, ttftN), E2EMean: mean(e2eSum, e2eN)}
+		if want != cur {
+			p.Reason = reason
+		}
 		if ready > 0 {
 			p.GPUUtil = util / float64(ready)
 		}

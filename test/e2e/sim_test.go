@@ -60,7 +60,7 @@ func TestSimCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSpace(string(tl)), "\n")
-	if lines[0] != "policy,second,arrivals,queue,starting,ready,draining,desired,change,gpu_util,ttft_mean_s,e2e_mean_s" {
+	if lines[0] != "policy,second,arrivals,queue,starting,ready,draining,desired,change,gpu_util,ttft_mean_s,e2e_mean_s,reason" {
 		t.Errorf("timeline header %q", lines[0])
 	}
 	// One row a second for each policy, until its last request finished.
