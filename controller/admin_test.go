@@ -3,11 +3,13 @@ package controller
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	llmscalerv1 "github.com/llmscaler/llmscaler/proto/llmscaler/v1"
 )
@@ -38,7 +40,11 @@ func TestApplyDeploymentRefusesBadInput(t *testing.T) {
 		{"empty profile", func(d *llmscalerv1.DeploymentSpec) { d.Profile = "" }, "deployment.profile"},
 		{"path as profile", func(d *llmscalerv1.DeploymentSpec) { d.Profile = "/bin/sh -c rm" }, "deployment.profile"},
 		{"min greater than max", func(d *llmscalerv1.DeploymentSpec) { d.MinReplicas, d.MaxReplicas = 5, 3 }, "deployment.min_replicas"},
-		{"min zero", func(d *llmscalerv1.DeploymentSpec) { d.MinReplicas = 0 }, "deployment.min_replicas"},
+		{"max zero", func(d *llmscalerv1.DeploymentSpec) { d.MinReplicas, d.MaxReplicas = 0, 0 }, "deployment.max_replicas"},
+		{"empty served model", func(d *llmscalerv1.DeploymentSpec) { d.ServedModels = []string{"m", ""} }, "deployment.served_models[1]"},
+		{"served model twice", func(d *llmscalerv1.DeploymentSpec) { d.ServedModels = []string{"m", "m"} }, "deployment.served_models[1]"},
+		{"negative idle", func(d *llmscalerv1.DeploymentSpec) { d.IdleToZero = durationpb.New(-time.Second) }, "deployment.idle_to_zero"},
+		{"cold start wait too short", func(d *llmscalerv1.DeploymentSpec) { d.ColdStartWait = durationpb.New(time.Millisecond) }, "deployment.cold_start_wait"},
 		{"absurd max", func(d *llmscalerv1.DeploymentSpec) { d.MaxReplicas = 4_000_000_000 }, "deployment.max_replicas"},
 		{"absurd gpus", func(d *llmscalerv1.DeploymentSpec) { d.GpusPerReplica = 1000 }, "deployment.gpus_per_replica"},
 		{"absurd memory", func(d *llmscalerv1.DeploymentSpec) { d.GpuMemoryMib = 1 << 40 }, "deployment.gpu_memory_mib"},

@@ -291,6 +291,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		grpc.ChainStreamInterceptor(c.streamForward))...)
 	llmscalerv1.RegisterAgentServiceServer(srv, agentService{c: c})
 	llmscalerv1.RegisterAdminServiceServer(srv, adminService{c: c})
+	llmscalerv1.RegisterRouterServiceServer(srv, routerService{c: c})
 	healthpb.RegisterHealthServer(srv, c.health)
 	reflection.Register(srv)
 

@@ -75,10 +75,14 @@ func (e *engine) put(d *llmscalerv1.Deployment) {
 	initial := int(e.loaded[name])
 	e.mu.Unlock()
 	spec := scaling.Spec{
-		Min:    int(d.GetSpec().GetMinReplicas()),
-		Max:    int(d.GetSpec().GetMaxReplicas()),
-		Paused: d.GetScale().GetPaused(),
-		Manual: d.GetScale().ManualReplicas != nil,
+		Min:        int(d.GetSpec().GetMinReplicas()),
+		Max:        int(d.GetSpec().GetMaxReplicas()),
+		Paused:     d.GetScale().GetPaused(),
+		Manual:     d.GetScale().ManualReplicas != nil,
+		IdleToZero: defaultIdleToZero,
+	}
+	if w := d.GetSpec().GetIdleToZero(); w != nil {
+		spec.IdleToZero = w.AsDuration()
 	}
 	if err := e.loops.Put(name, spec, d.GetSpec().GetPolicy(), initial); err != nil {
 		// ApplyDeployment validates the policy, so this is a spec stored by another version.
@@ -114,11 +118,19 @@ func (e *engine) run(ctx context.Context) error { return e.loops.Run(ctx) }
 // longest measured cold start of its profile.
 func (e *engine) Snapshot() map[string]scaling.Observed {
 	byDep, cold := observe(e.t.fleet.snapshot())
+	routers := e.t.routers.view(e.c.now(), e.c.cfg.ReportInterval)
 	out := make(map[string]scaling.Observed, len(byDep))
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for name, d := range e.specs {
-		out[name] = scaling.Observed{Replicas: byDep[name], ColdStart: cold[d.GetSpec().GetProfile()]}
+		o := scaling.Observed{Replicas: byDep[name], ColdStart: cold[d.GetSpec().GetProfile()]}
+		if rv := routers[name]; rv != nil {
+			o.RouterWaiting, o.LastDemand = rv.waiting, rv.lastDemand
+			for i := range o.Replicas {
+				mergeRouter(&o.Replicas[i].Sample, rv.instances[o.Replicas[i].ID])
+			}
+		}
+		out[name] = o
 	}
 	return out
 }

@@ -33,6 +33,18 @@ var leaderMethods = map[string]bool{
 	llmscalerv1.AdminService_ListDecisions_FullMethodName:    true,
 	llmscalerv1.AdminService_WatchEvents_FullMethodName:      true,
 	llmscalerv1.AdminService_GetClusterStatus_FullMethodName: true,
+	llmscalerv1.AdminService_WatchEndpoints_FullMethodName:   true,
+	llmscalerv1.RouterService_ReportRouter_FullMethodName:    true,
+}
+
+// streamMessages makes the request and response messages of a forwarded server stream.
+var streamMessages = map[string]func() (req, resp proto.Message){
+	llmscalerv1.AdminService_WatchEvents_FullMethodName: func() (proto.Message, proto.Message) {
+		return &llmscalerv1.WatchEventsRequest{}, &llmscalerv1.WatchEventsResponse{}
+	},
+	llmscalerv1.AdminService_WatchEndpoints_FullMethodName: func() (proto.Message, proto.Message) {
+		return &llmscalerv1.WatchEndpointsRequest{}, &llmscalerv1.WatchEndpointsResponse{}
+	},
 }
 
 // leaderConn returns a connection to the current leader, or a status error saying why
@@ -136,9 +148,11 @@ func (c *Controller) unaryForward(ctx context.Context, req any, info *grpc.Unary
 	return reply, nil
 }
 
-// streamForward sends WatchEvents that reach a follower on to the leader and relays its events.
+// streamForward sends the watches (WatchEvents, WatchEndpoints) that reach a follower on to
+// the leader and relays what it sends.
 func (c *Controller) streamForward(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	if !leaderMethods[info.FullMethod] || c.currentTerm() != nil {
+	mk := streamMessages[info.FullMethod]
+	if !leaderMethods[info.FullMethod] || mk == nil || c.currentTerm() != nil {
 		return handler(srv, ss)
 	}
 	ctx := ss.Context()
@@ -146,7 +160,7 @@ func (c *Controller) streamForward(srv any, ss grpc.ServerStream, info *grpc.Str
 	if err != nil {
 		return err
 	}
-	req := &llmscalerv1.WatchEventsRequest{}
+	req, _ := mk()
 	if err := ss.RecvMsg(req); err != nil {
 		return err
 	}
@@ -168,7 +182,7 @@ func (c *Controller) streamForward(srv any, ss grpc.ServerStream, info *grpc.Str
 	}
 	c.metrics.forwarded.Inc()
 	for {
-		resp := &llmscalerv1.WatchEventsResponse{}
+		_, resp := mk()
 		if err := cs.RecvMsg(resp); err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil

@@ -26,6 +26,7 @@ type term struct {
 	fleet      *fleet
 	reconciler *reconciler
 	engine     *engine
+	routers    *routerBook
 	since      time.Time
 	log        hclog.Logger
 }
@@ -34,11 +35,12 @@ type term struct {
 func (c *Controller) lead(ctx context.Context, key string, epoch int64, log hclog.Logger) error {
 	g, gctx := errgroup.WithContext(ctx)
 	t := &term{
-		ctx:   gctx,
-		epoch: epoch,
-		fence: fence{cli: c.store.cli, key: key, rev: epoch},
-		since: c.now(),
-		log:   log,
+		ctx:     gctx,
+		epoch:   epoch,
+		fence:   fence{cli: c.store.cli, key: key, rev: epoch},
+		since:   c.now(),
+		log:     log,
+		routers: newRouterBook(),
 	}
 	t.reconciler = newReconciler(c, t)
 	t.engine = newEngine(c, t)

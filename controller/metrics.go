@@ -19,6 +19,10 @@ type metrics struct {
 	messages      *prometheus.CounterVec
 	commandsSent  prometheus.Counter
 	forwarded     prometheus.Counter
+	// endpointUpdates counts routing tables sent to routers; routerReports the reports
+	// routers sent.
+	endpointUpdates prometheus.Counter
+	routerReports   prometheus.Counter
 
 	desired   *prometheus.GaugeVec
 	current   *prometheus.GaugeVec
@@ -42,6 +46,10 @@ func newMetrics(c *Controller) *metrics {
 			Help: "Commands sent to agents."}),
 		forwarded: prometheus.NewCounter(prometheus.CounterOpts{Name: "llmscaler_controller_admin_forwarded_total",
 			Help: "Admin calls this follower forwarded to the leader."}),
+		endpointUpdates: prometheus.NewCounter(prometheus.CounterOpts{Name: "llmscaler_controller_endpoint_updates_total",
+			Help: "Routing tables sent to routers' WatchEndpoints."}),
+		routerReports: prometheus.NewCounter(prometheus.CounterOpts{Name: "llmscaler_controller_router_reports_total",
+			Help: "Reports received from routers."}),
 		desired: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "llmscaler_deployment_desired_replicas",
 			Help: "Replicas the autoscaler wants, per deployment (leader only)."}, []string{"deployment"}),
 		current: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "llmscaler_deployment_current_replicas",
@@ -49,7 +57,7 @@ func newMetrics(c *Controller) *metrics {
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llmscaler_deployment_decisions_total",
 			Help: "Policy evaluations by deployment and kind: scale_up, scale_down, hold (a recommended change that clamps held back), dry_run."}, []string{"deployment", "kind"}),
 	}
-	m.reg.MustRegister(m.desired, m.current, m.decisions, m.isLeader, m.epoch, m.leaderChanges, m.streams, m.messages, m.commandsSent, m.forwarded,
+	m.reg.MustRegister(m.desired, m.current, m.decisions, m.isLeader, m.epoch, m.leaderChanges, m.streams, m.messages, m.commandsSent, m.forwarded, m.endpointUpdates, m.routerReports,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		nodeCollector{c})
 	return m

@@ -30,6 +30,8 @@ type reconciler struct {
 	deployments map[string]*llmscalerv1.Deployment
 	messages    map[string]string
 	st          *reconcileState
+	// passed is closed after a pass, for the endpoint watchers (changed).
+	passed chan struct{}
 	// sent keeps the commands of the last minute by deployment, so that a decision can be
 	// journaled with the commands that carried it out, whichever pass sent them.
 	sent map[string][]sentCommand
@@ -188,6 +190,7 @@ func (r *reconciler) pass() map[string][]string {
 			r.sent[dep] = l[i:]
 		}
 	}
+	r.notifyPassedLocked()
 	return sent
 }
 

@@ -3,6 +3,7 @@ package controller
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -17,6 +18,9 @@ import (
 
 // Bounds on a deployment spec: beyond them a number is a typo, not a plan.
 const (
+	// maxServedModels bounds a deployment's served model names.
+	maxServedModels = 32
+
 	maxAdminRequestBytes = 64 << 10
 	maxGPUsPerReplica    = 16
 	maxGPUMemoryMiB      = 1 << 20 // 1 TiB per GPU
@@ -101,8 +105,8 @@ func validateDeploymentSpec(d *llmscalerv1.DeploymentSpec) *fieldError {
 	if d.GetGpusPerReplica() == 0 && d.GetGpuMemoryMib() > 0 {
 		return badField(p+"gpu_memory_mib", "is %d but gpus_per_replica is 0 (a CPU-only server needs no GPU memory)", d.GetGpuMemoryMib())
 	}
-	if d.GetMinReplicas() < 1 {
-		return badField(p+"min_replicas", "must be at least 1: scale to zero needs the request router, which is not built yet")
+	if d.GetMaxReplicas() < 1 {
+		return badField(p+"max_replicas", "must be at least 1")
 	}
 	if d.GetMaxReplicas() > maxReplicas {
 		return badField(p+"max_replicas", "%d, at most %d allowed", d.GetMaxReplicas(), maxReplicas)
@@ -112,6 +116,32 @@ func validateDeploymentSpec(d *llmscalerv1.DeploymentSpec) *fieldError {
 	}
 	if err := names.Labels(d.GetNodeSelector()); err != nil {
 		return badField(p+"node_selector", "%v", err)
+	}
+	if len(d.GetServedModels()) > maxServedModels {
+		return badField(p+"served_models", "%d names, at most %d allowed", len(d.GetServedModels()), maxServedModels)
+	}
+	seen := map[string]bool{}
+	for i, m := range d.GetServedModels() {
+		f := fmt.Sprintf("%sserved_models[%d]", p, i)
+		switch {
+		case m == "" || len(m) > 256:
+			return badField(f, "%q: want 1 to 256 characters", m)
+		case strings.ContainsFunc(m, func(r rune) bool { return r < 0x20 || r == 0x7f }):
+			return badField(f, "%q contains a control character", m)
+		case seen[m]:
+			return badField(f, "%q is listed twice", m)
+		}
+		seen[m] = true
+	}
+	if w := d.GetIdleToZero(); w != nil {
+		if err := w.CheckValid(); err != nil || w.AsDuration() < 0 || w.AsDuration() > 7*24*time.Hour {
+			return badField(p+"idle_to_zero", "%v: want 0 to 7 days", w.AsDuration())
+		}
+	}
+	if w := d.GetColdStartWait(); w != nil {
+		if err := w.CheckValid(); err != nil || w.AsDuration() < time.Second || w.AsDuration() > time.Hour {
+			return badField(p+"cold_start_wait", "%v: want 1 s to 1 h", w.AsDuration())
+		}
 	}
 	if err := policy.Validate(d.GetPolicy()); err != nil {
 		// policy.Validate names the field: "deployment.policy.<path>: <problem>".
@@ -131,11 +161,11 @@ func validateScale(r *llmscalerv1.ScaleDeploymentRequest, spec *llmscalerv1.Depl
 	}
 	if r.Replicas != nil {
 		// A count set by hand may go below min_replicas (an operator's explicit choice, say
-		// to free GPUs), but not to zero (that needs the request router) nor above
-		// max_replicas, the deployment's budget.
+		// to free GPUs), even to zero (routers then hold requests until their wait runs
+		// out), but not above max_replicas, the deployment's budget.
 		n := r.GetReplicas()
-		if n < 1 || n > spec.GetMaxReplicas() {
-			return badField("replicas", "%d is outside [1, max_replicas %d]", n, spec.GetMaxReplicas())
+		if n > spec.GetMaxReplicas() {
+			return badField("replicas", "%d is outside [0, max_replicas %d]", n, spec.GetMaxReplicas())
 		}
 	}
 	switch r.GetAutoscaling() {

@@ -30,6 +30,9 @@ type Input struct {
 	Paused bool
 	// ReportInterval is how often replicas report, for the words of a stale-data clamp.
 	ReportInterval time.Duration
+	// RouterWaiting is the requests routers hold for the deployment: no replica is ready, or
+	// every one is at its in-flight cap. Any replica can serve them, unlike an engine's queue.
+	RouterWaiting float64
 }
 
 // Clamp kinds, as the journal spells them.
@@ -186,11 +189,24 @@ func (a *Autoscaler) Evaluate(in Input) Decision {
 
 	var raw, want, upStep, downStep int
 	var panicking bool
-	switch a.cfg.name {
-	case NameThreshold:
+	if cur == 0 {
+		// No replica to measure: requests waiting in a router are the only demand there
+		// is, and one replica is the start (scale from zero); the windows size the rest
+		// once it serves.
+		want = 0
+		a.cause.code = causeNoReady
+		if in.RouterWaiting > 0 {
+			want = 1
+			a.cause = cause{code: causeFromZero, a: in.RouterWaiting}
+		}
+		raw = want
+	}
+	switch {
+	case cur == 0:
+	case a.cfg.name == NameThreshold:
 		raw, want = a.evalThreshold(&in, cur)
 		upStep, downStep = a.stepOr(1), a.stepOr(1)
-	case NameTarget:
+	case a.cfg.name == NameTarget:
 		raw, want = a.evalTarget(&in, cur)
 		upStep, downStep = a.stepOr(0), a.stepOr(0)
 	default:

@@ -41,6 +41,7 @@ const (
 	causeSLOSpareWaiting
 	causeSLOStarting
 	causeSLOAtMin
+	causeFromZero
 )
 
 // cause is why the policy recommended what it did, with the figures that say so.
@@ -190,6 +191,8 @@ func (a *Autoscaler) causeText() string {
 	case causeSLOSpare:
 		return fmt.Sprintf("spare capacity: %d replicas are the most the demand needed in the last %s",
 			c.n, secs(c.d))
+	case causeFromZero:
+		return fmt.Sprintf("scale from zero: %s requests waiting in routers", num(c.a))
 	case causeSLOSize:
 		lead := ""
 		sizing := "x " + num(1+a.cfg.slo.headroom) + " headroom"

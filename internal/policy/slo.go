@@ -349,7 +349,8 @@ func (a *Autoscaler) evalSLO(in *Input, cur int) (raw, want int, panicking bool)
 	h := c.headroom
 	p, st := &in.Panic, &in.Stable
 	arrivalP := max(p.ArrivalRate, 0)
-	backlog := max(p.Waiting, 0)
+	// The queue in the engines plus what routers hold back (admission control): both wait.
+	backlog := max(p.Waiting, 0) + max(in.RouterWaiting, 0)
 	readyCap := float64(p.Ready) * capacity
 
 	// Is the SLO at risk now?
@@ -396,10 +397,11 @@ func (a *Autoscaler) evalSLO(in *Input, cur int) (raw, want int, panicking bool)
 		}
 		projected := a.projectBacklog(in, backlog, arrival, capacity, p.Ready)
 		horizon := max(c.targetS, in.ColdStart.Seconds())
-		// The backlog sits in the engines of the replicas that have it (a request is
-		// dispatched when it arrives), so a new replica cannot take any of it: at most the
-		// replicas holding it are busy draining it, and the new ones must carry the arrivals.
-		drain := min(projected/horizon/capacity, float64(p.Ready))
+		// An engine's backlog sits in the replicas that have it (a request is dispatched
+		// when it arrives), so a new replica cannot take any of it: at most the replicas
+		// holding it are busy draining it, and the new ones must carry the arrivals.
+		// A router's queue is the exception: any replica takes from it, new ones included.
+		drain := min(projected/horizon/capacity, float64(p.Ready)+max(in.RouterWaiting, 0)/horizon/capacity)
 		need := ceilCount(arrival*(1+h)/capacity + drain)
 		rateNeed := ceilCount(arrival * (1 + h) / capacity)
 		s.panicNeed = rateNeed

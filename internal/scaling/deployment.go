@@ -35,6 +35,13 @@ type Spec struct {
 	// ColdStart is the measured time from start to ready of the deployment's replicas;
 	// 0 means DefaultColdStart.
 	ColdStart time.Duration
+	// IdleToZero, with Min 0, is how long the deployment must see no request before it may
+	// go to zero replicas; until then it keeps at least one. 0 with Min 0: zero as soon as
+	// the policy allows.
+	IdleToZero time.Duration
+	// RouterWaiting and LastDemand are the routers' figures at this step (Observed).
+	RouterWaiting float64
+	LastDemand    time.Time
 }
 
 // State is what a Policy sees at one evaluation.
@@ -58,6 +65,8 @@ type State struct {
 	Window *window.Deployment
 	// ReportInterval is how often replicas report.
 	ReportInterval time.Duration
+	// RouterWaiting is the requests routers hold for the deployment.
+	RouterWaiting float64
 }
 
 // Policy decides a deployment's count at each step.
@@ -93,6 +102,7 @@ func (a Autoscaler) Decide(s *State) policy.Decision {
 		Max:            s.Max,
 		Paused:         s.Paused,
 		ReportInterval: s.ReportInterval,
+		RouterWaiting:  s.RouterWaiting,
 		Stable:         s.Window.Values(s.Now, cfg.Stable),
 		Panic:          s.Window.Values(s.Now, cfg.Panic),
 	}
@@ -142,7 +152,9 @@ type Deployment struct {
 	start    time.Time
 	lastEval time.Time
 	lastTick time.Time
-	since    []time.Time
+	// lastActive is when the deployment last had a request (effectiveMin).
+	lastActive time.Time
+	since      []time.Time
 }
 
 // NewDeployment returns the loop of the named deployment under p, whose replicas report
@@ -237,8 +249,8 @@ func (d *Deployment) Step(now time.Time, reps []Replica, spec Spec, closePoint b
 	}
 	s := State{
 		Now: now, Elapsed: now.Sub(d.start), Deployment: d.name,
-		ColdStart: spec.ColdStart, Min: spec.Min, Max: spec.Max, Paused: spec.Paused,
-		Window: d.win, ReportInterval: d.interval,
+		ColdStart: spec.ColdStart, Min: d.effectiveMin(now, reps, spec), Max: spec.Max, Paused: spec.Paused,
+		Window: d.win, ReportInterval: d.interval, RouterWaiting: spec.RouterWaiting,
 	}
 	if s.ColdStart <= 0 {
 		s.ColdStart = DefaultColdStart
@@ -274,6 +286,27 @@ func (d *Deployment) Step(now time.Time, reps []Replica, spec Spec, closePoint b
 		d.desired = dec.Desired
 	}
 	return dec, true
+}
+
+// effectiveMin is the floor at this step: spec.Min, or with Min 0 one replica while the
+// deployment has seen a request within IdleToZero (routers' demand, or a replica with work).
+func (d *Deployment) effectiveMin(now time.Time, reps []Replica, spec Spec) int {
+	if spec.LastDemand.After(d.lastActive) {
+		d.lastActive = spec.LastDemand
+	}
+	for i := range reps {
+		if sm := &reps[i].Sample; sm.Waiting+sm.Running > 0 || sm.FinishedPerSec > 0 {
+			d.lastActive = now
+			break
+		}
+	}
+	if spec.RouterWaiting > 0 {
+		d.lastActive = now
+	}
+	if spec.Min > 0 || d.lastActive.IsZero() || now.Sub(d.lastActive) >= spec.IdleToZero {
+		return spec.Min
+	}
+	return 1
 }
 
 // LastTick is when the loop last closed a window point.

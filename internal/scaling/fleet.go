@@ -17,6 +17,11 @@ type Observed struct {
 	Replicas []Replica
 	// ColdStart is the longest measured cold start of the deployment's profile, 0 if none.
 	ColdStart time.Duration
+	// RouterWaiting is the requests routers hold for the deployment (no replica ready, or
+	// every one at its in-flight cap); LastDemand is when a router last saw a request for
+	// it (zero: never).
+	RouterWaiting float64
+	LastDemand    time.Time
 }
 
 // Source gives the Fleet the latest reports, per deployment.
@@ -187,6 +192,7 @@ func (f *Fleet) Tick(ctx context.Context, poked bool) time.Duration {
 		obs := snap[name]
 		spec := e.spec
 		spec.ColdStart = obs.ColdStart
+		spec.RouterWaiting, spec.LastDemand = obs.RouterWaiting, obs.LastDemand
 		closePoint := !poked || now.Sub(e.loop.LastTick()) >= f.gap
 		d, ok := e.loop.Step(now, obs.Replicas, spec, closePoint)
 		if ok {

@@ -144,6 +144,58 @@ func TestAutoscalerThroughTheLoop(t *testing.T) {
 	}
 }
 
+// TestMinZeroFollowsDemand: at min_replicas 0 the floor is one replica from a router's
+// demand or a replica's work until the idle period has passed, then zero; and the slo
+// policy starts one replica from zero on requests waiting in a router, and none without.
+func TestMinZeroFollowsDemand(t *testing.T) {
+	rec := &recorder{}
+	d := NewDeployment("d", FromCounter(rec), time.Second, 0)
+	spec := Spec{Min: 0, Max: 4, IdleToZero: 10 * time.Second}
+	step := func(at time.Time, reps []Replica, sp Spec) int {
+		t.Helper()
+		d.Step(at, reps, sp, true)
+		return rec.seen[len(rec.seen)-1].Min
+	}
+	if m := step(t0, nil, spec); m != 0 {
+		t.Fatalf("floor %d with no demand ever seen, want 0", m)
+	}
+	demand := spec
+	demand.LastDemand = t0.Add(time.Second)
+	if m := step(t0.Add(2*time.Second), nil, demand); m != 1 {
+		t.Fatalf("floor %d right after a request, want 1", m)
+	}
+	// A replica with work keeps the deployment active however old the routers' figure is.
+	at := t0.Add(9 * time.Second)
+	if m := step(at, []Replica{ready("a", at, 1)}, demand); m != 1 {
+		t.Fatalf("floor %d with a busy replica, want 1", m)
+	}
+	at = t0.Add(18 * time.Second)
+	if m := step(at, []Replica{ready("a", at, 0)}, demand); m != 1 {
+		t.Fatalf("floor %d 9 s after the last work, want 1 until the 10 s idle period", m)
+	}
+	at = t0.Add(20 * time.Second)
+	if m := step(at, []Replica{ready("a", at, 0)}, demand); m != 0 {
+		t.Fatalf("floor %d after the idle period, want 0", m)
+	}
+	// Min above 0 is the floor whatever the demand.
+	if m := step(at.Add(time.Second), nil, Spec{Min: 2, Max: 4}); m != 2 {
+		t.Fatalf("floor %d, want min_replicas 2", m)
+	}
+
+	as, err := policy.NewAutoscaler(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	z := NewDeployment("z", Autoscaler{as}, time.Second, 0)
+	if dec, _ := z.Step(t0, nil, Spec{Min: 0, Max: 4}, true); dec.Change || dec.Desired != 0 {
+		t.Fatalf("started %+v with no demand", dec)
+	}
+	dec, _ := z.Step(t0.Add(time.Second), nil, Spec{Min: 0, Max: 4, RouterWaiting: 3, LastDemand: t0}, true)
+	if !dec.Change || dec.Desired != 1 || !strings.Contains(dec.Reason, "scale from zero: 3 requests waiting in routers") {
+		t.Fatalf("decision %+v, want one replica started from zero", dec)
+	}
+}
+
 // fakeClock is a Clock whose time moves only when the test says.
 type fakeClock struct {
 	mu      sync.Mutex

@@ -335,3 +335,19 @@ func merge(cs []comp) comp {
 	c.setKnots([5]float64{lo, q[0], q[1], q[2], hi})
 	return c
 }
+
+// MergeSummaries is the count-weighted mixture of two summaries under the model, as its
+// p50, p95 and count: how the figures of one request stream measured in two places (two
+// routers in front of one replica) become one. Either may cover no requests.
+func MergeSummaries(a, b Summary) Summary {
+	ca, okA := toComp(a)
+	cb, okB := toComp(b)
+	switch {
+	case !okA:
+		return b
+	case !okB:
+		return a
+	}
+	c := merge([]comp{ca, cb})
+	return Summary{P50: math.Exp(c.quantile(0.5)), P95: math.Exp(c.quantile(0.95)), Count: a.Count + b.Count}
+}

@@ -148,6 +148,550 @@ func (EventType) EnumDescriptor() ([]byte, []int) {
 	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{1}
 }
 
+type WatchEndpointsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// deployments, when set, keeps only these deployments.
+	Deployments   []string `protobuf:"bytes,1,rep,name=deployments,proto3" json:"deployments,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchEndpointsRequest) Reset() {
+	*x = WatchEndpointsRequest{}
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchEndpointsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchEndpointsRequest) ProtoMessage() {}
+
+func (x *WatchEndpointsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchEndpointsRequest.ProtoReflect.Descriptor instead.
+func (*WatchEndpointsRequest) Descriptor() ([]byte, []int) {
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *WatchEndpointsRequest) GetDeployments() []string {
+	if x != nil {
+		return x.Deployments
+	}
+	return nil
+}
+
+// Endpoint is one instance a router may send requests to.
+type Endpoint struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	InstanceId string                 `protobuf:"bytes,1,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	NodeId     string                 `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// address is host:port of the model server's HTTP API.
+	Address string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	// max_in_flight is the most requests the router sends it at once (from its profile);
+	// 0: no limit.
+	MaxInFlight uint32 `protobuf:"varint,4,opt,name=max_in_flight,json=maxInFlight,proto3" json:"max_in_flight,omitempty"`
+	// kv_cache_usage is from the instance's latest report, 0-1, when its engine exports it.
+	KvCacheUsage  *float64 `protobuf:"fixed64,5,opt,name=kv_cache_usage,json=kvCacheUsage,proto3,oneof" json:"kv_cache_usage,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Endpoint) Reset() {
+	*x = Endpoint{}
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Endpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Endpoint) ProtoMessage() {}
+
+func (x *Endpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
+func (*Endpoint) Descriptor() ([]byte, []int) {
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Endpoint) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
+	}
+	return ""
+}
+
+func (x *Endpoint) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *Endpoint) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *Endpoint) GetMaxInFlight() uint32 {
+	if x != nil {
+		return x.MaxInFlight
+	}
+	return 0
+}
+
+func (x *Endpoint) GetKvCacheUsage() float64 {
+	if x != nil && x.KvCacheUsage != nil {
+		return *x.KvCacheUsage
+	}
+	return 0
+}
+
+// DeploymentEndpoints is one deployment's routing table.
+type DeploymentEndpoints struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Deployment string                 `protobuf:"bytes,1,opt,name=deployment,proto3" json:"deployment,omitempty"`
+	// served_models are the request "model" names that pick this deployment.
+	ServedModels []string `protobuf:"bytes,2,rep,name=served_models,json=servedModels,proto3" json:"served_models,omitempty"`
+	// cold_start_wait is how long a request may wait for an instance when none is ready.
+	ColdStartWait *durationpb.Duration `protobuf:"bytes,3,opt,name=cold_start_wait,json=coldStartWait,proto3" json:"cold_start_wait,omitempty"`
+	Endpoints     []*Endpoint          `protobuf:"bytes,4,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeploymentEndpoints) Reset() {
+	*x = DeploymentEndpoints{}
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeploymentEndpoints) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeploymentEndpoints) ProtoMessage() {}
+
+func (x *DeploymentEndpoints) ProtoReflect() protoreflect.Message {
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeploymentEndpoints.ProtoReflect.Descriptor instead.
+func (*DeploymentEndpoints) Descriptor() ([]byte, []int) {
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *DeploymentEndpoints) GetDeployment() string {
+	if x != nil {
+		return x.Deployment
+	}
+	return ""
+}
+
+func (x *DeploymentEndpoints) GetServedModels() []string {
+	if x != nil {
+		return x.ServedModels
+	}
+	return nil
+}
+
+func (x *DeploymentEndpoints) GetColdStartWait() *durationpb.Duration {
+	if x != nil {
+		return x.ColdStartWait
+	}
+	return nil
+}
+
+func (x *DeploymentEndpoints) GetEndpoints() []*Endpoint {
+	if x != nil {
+		return x.Endpoints
+	}
+	return nil
+}
+
+type WatchEndpointsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// deployments is every (selected) deployment's table, in full: a deployment no longer
+	// listed was deleted.
+	Deployments []*DeploymentEndpoints `protobuf:"bytes,1,rep,name=deployments,proto3" json:"deployments,omitempty"`
+	// epoch is the leader's epoch that produced it.
+	Epoch         uint64 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchEndpointsResponse) Reset() {
+	*x = WatchEndpointsResponse{}
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchEndpointsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchEndpointsResponse) ProtoMessage() {}
+
+func (x *WatchEndpointsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchEndpointsResponse.ProtoReflect.Descriptor instead.
+func (*WatchEndpointsResponse) Descriptor() ([]byte, []int) {
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *WatchEndpointsResponse) GetDeployments() []*DeploymentEndpoints {
+	if x != nil {
+		return x.Deployments
+	}
+	return nil
+}
+
+func (x *WatchEndpointsResponse) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+// RouterInstanceStats is what a router measured of one instance over the interval.
+type RouterInstanceStats struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	InstanceId string                 `protobuf:"bytes,1,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	// in_flight is requests sent to it and not finished, at the end of the interval.
+	InFlight uint32 `protobuf:"varint,2,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
+	// arrivals and finished are the requests sent to it and finished in the interval.
+	Arrivals uint64 `protobuf:"varint,3,opt,name=arrivals,proto3" json:"arrivals,omitempty"`
+	Finished uint64 `protobuf:"varint,4,opt,name=finished,proto3" json:"finished,omitempty"`
+	// errors are the requests that failed on it (connection errors, 5xx).
+	Errors     uint64          `protobuf:"varint,5,opt,name=errors,proto3" json:"errors,omitempty"`
+	Ttft       *LatencySummary `protobuf:"bytes,6,opt,name=ttft,proto3" json:"ttft,omitempty"`
+	E2ELatency *LatencySummary `protobuf:"bytes,7,opt,name=e2e_latency,json=e2eLatency,proto3" json:"e2e_latency,omitempty"`
+	// completion_tokens are output tokens streamed or reported in usage over the interval.
+	CompletionTokens uint64 `protobuf:"varint,8,opt,name=completion_tokens,json=completionTokens,proto3" json:"completion_tokens,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *RouterInstanceStats) Reset() {
+	*x = RouterInstanceStats{}
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RouterInstanceStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RouterInstanceStats) ProtoMessage() {}
+
+func (x *RouterInstanceStats) ProtoReflect() protoreflect.Message {
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RouterInstanceStats.ProtoReflect.Descriptor instead.
+func (*RouterInstanceStats) Descriptor() ([]byte, []int) {
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RouterInstanceStats) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
+	}
+	return ""
+}
+
+func (x *RouterInstanceStats) GetInFlight() uint32 {
+	if x != nil {
+		return x.InFlight
+	}
+	return 0
+}
+
+func (x *RouterInstanceStats) GetArrivals() uint64 {
+	if x != nil {
+		return x.Arrivals
+	}
+	return 0
+}
+
+func (x *RouterInstanceStats) GetFinished() uint64 {
+	if x != nil {
+		return x.Finished
+	}
+	return 0
+}
+
+func (x *RouterInstanceStats) GetErrors() uint64 {
+	if x != nil {
+		return x.Errors
+	}
+	return 0
+}
+
+func (x *RouterInstanceStats) GetTtft() *LatencySummary {
+	if x != nil {
+		return x.Ttft
+	}
+	return nil
+}
+
+func (x *RouterInstanceStats) GetE2ELatency() *LatencySummary {
+	if x != nil {
+		return x.E2ELatency
+	}
+	return nil
+}
+
+func (x *RouterInstanceStats) GetCompletionTokens() uint64 {
+	if x != nil {
+		return x.CompletionTokens
+	}
+	return 0
+}
+
+// RouterDeploymentStats is what a router measured of one deployment over the interval.
+type RouterDeploymentStats struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Deployment string                 `protobuf:"bytes,1,opt,name=deployment,proto3" json:"deployment,omitempty"`
+	// arrivals counts requests that reached the router for it in the interval, served or not.
+	Arrivals uint64 `protobuf:"varint,2,opt,name=arrivals,proto3" json:"arrivals,omitempty"`
+	// waiting is requests queued in the router (no instance ready, or all at their in-flight
+	// cap), at the end of the interval.
+	Waiting uint32 `protobuf:"varint,3,opt,name=waiting,proto3" json:"waiting,omitempty"`
+	// rejected counts requests answered 503 (queue full or wait timed out) in the interval.
+	Rejected      uint64                 `protobuf:"varint,4,opt,name=rejected,proto3" json:"rejected,omitempty"`
+	Instances     []*RouterInstanceStats `protobuf:"bytes,5,rep,name=instances,proto3" json:"instances,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RouterDeploymentStats) Reset() {
+	*x = RouterDeploymentStats{}
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RouterDeploymentStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RouterDeploymentStats) ProtoMessage() {}
+
+func (x *RouterDeploymentStats) ProtoReflect() protoreflect.Message {
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RouterDeploymentStats.ProtoReflect.Descriptor instead.
+func (*RouterDeploymentStats) Descriptor() ([]byte, []int) {
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RouterDeploymentStats) GetDeployment() string {
+	if x != nil {
+		return x.Deployment
+	}
+	return ""
+}
+
+func (x *RouterDeploymentStats) GetArrivals() uint64 {
+	if x != nil {
+		return x.Arrivals
+	}
+	return 0
+}
+
+func (x *RouterDeploymentStats) GetWaiting() uint32 {
+	if x != nil {
+		return x.Waiting
+	}
+	return 0
+}
+
+func (x *RouterDeploymentStats) GetRejected() uint64 {
+	if x != nil {
+		return x.Rejected
+	}
+	return 0
+}
+
+func (x *RouterDeploymentStats) GetInstances() []*RouterInstanceStats {
+	if x != nil {
+		return x.Instances
+	}
+	return nil
+}
+
+type ReportRouterRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// router_id names the router process (stable across its reports).
+	RouterId string                 `protobuf:"bytes,1,opt,name=router_id,json=routerId,proto3" json:"router_id,omitempty"`
+	Time     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	// interval is the time the figures cover.
+	Interval      *durationpb.Duration     `protobuf:"bytes,3,opt,name=interval,proto3" json:"interval,omitempty"`
+	Deployments   []*RouterDeploymentStats `protobuf:"bytes,4,rep,name=deployments,proto3" json:"deployments,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportRouterRequest) Reset() {
+	*x = ReportRouterRequest{}
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportRouterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportRouterRequest) ProtoMessage() {}
+
+func (x *ReportRouterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportRouterRequest.ProtoReflect.Descriptor instead.
+func (*ReportRouterRequest) Descriptor() ([]byte, []int) {
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ReportRouterRequest) GetRouterId() string {
+	if x != nil {
+		return x.RouterId
+	}
+	return ""
+}
+
+func (x *ReportRouterRequest) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *ReportRouterRequest) GetInterval() *durationpb.Duration {
+	if x != nil {
+		return x.Interval
+	}
+	return nil
+}
+
+func (x *ReportRouterRequest) GetDeployments() []*RouterDeploymentStats {
+	if x != nil {
+		return x.Deployments
+	}
+	return nil
+}
+
+type ReportRouterResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportRouterResponse) Reset() {
+	*x = ReportRouterResponse{}
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportRouterResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportRouterResponse) ProtoMessage() {}
+
+func (x *ReportRouterResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportRouterResponse.ProtoReflect.Descriptor instead.
+func (*ReportRouterResponse) Descriptor() ([]byte, []int) {
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{7}
+}
+
 type ListNodesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -156,7 +700,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[0]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -168,7 +712,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[0]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -181,7 +725,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{0}
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 type ListNodesResponse struct {
@@ -193,7 +737,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[1]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -205,7 +749,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[1]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -218,7 +762,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListNodesResponse) GetNodes() []*Node {
@@ -237,7 +781,7 @@ type GetNodeRequest struct {
 
 func (x *GetNodeRequest) Reset() {
 	*x = GetNodeRequest{}
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[2]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -249,7 +793,7 @@ func (x *GetNodeRequest) String() string {
 func (*GetNodeRequest) ProtoMessage() {}
 
 func (x *GetNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[2]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -262,7 +806,7 @@ func (x *GetNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNodeRequest.ProtoReflect.Descriptor instead.
 func (*GetNodeRequest) Descriptor() ([]byte, []int) {
-	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetNodeRequest) GetNodeId() string {
@@ -282,7 +826,7 @@ type GetNodeResponse struct {
 
 func (x *GetNodeResponse) Reset() {
 	*x = GetNodeResponse{}
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[3]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -294,7 +838,7 @@ func (x *GetNodeResponse) String() string {
 func (*GetNodeResponse) ProtoMessage() {}
 
 func (x *GetNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[3]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -307,7 +851,7 @@ func (x *GetNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNodeResponse.ProtoReflect.Descriptor instead.
 func (*GetNodeResponse) Descriptor() ([]byte, []int) {
-	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetNodeResponse) GetNode() *Node {
@@ -334,7 +878,7 @@ type CordonNodeRequest struct {
 
 func (x *CordonNodeRequest) Reset() {
 	*x = CordonNodeRequest{}
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[4]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -346,7 +890,7 @@ func (x *CordonNodeRequest) String() string {
 func (*CordonNodeRequest) ProtoMessage() {}
 
 func (x *CordonNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[4]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -359,7 +903,7 @@ func (x *CordonNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CordonNodeRequest.ProtoReflect.Descriptor instead.
 func (*CordonNodeRequest) Descriptor() ([]byte, []int) {
-	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CordonNodeRequest) GetNodeId() string {
@@ -385,7 +929,7 @@ type CordonNodeResponse struct {
 
 func (x *CordonNodeResponse) Reset() {
 	*x = CordonNodeResponse{}
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[5]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -397,7 +941,7 @@ func (x *CordonNodeResponse) String() string {
 func (*CordonNodeResponse) ProtoMessage() {}
 
 func (x *CordonNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[5]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -410,7 +954,7 @@ func (x *CordonNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CordonNodeResponse.ProtoReflect.Descriptor instead.
 func (*CordonNodeResponse) Descriptor() ([]byte, []int) {
-	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CordonNodeResponse) GetNode() *Node {
@@ -429,7 +973,7 @@ type UncordonNodeRequest struct {
 
 func (x *UncordonNodeRequest) Reset() {
 	*x = UncordonNodeRequest{}
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[6]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -441,7 +985,7 @@ func (x *UncordonNodeRequest) String() string {
 func (*UncordonNodeRequest) ProtoMessage() {}
 
 func (x *UncordonNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[6]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -454,7 +998,7 @@ func (x *UncordonNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UncordonNodeRequest.ProtoReflect.Descriptor instead.
 func (*UncordonNodeRequest) Descriptor() ([]byte, []int) {
-	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *UncordonNodeRequest) GetNodeId() string {
@@ -473,7 +1017,7 @@ type UncordonNodeResponse struct {
 
 func (x *UncordonNodeResponse) Reset() {
 	*x = UncordonNodeResponse{}
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[7]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -485,7 +1029,7 @@ func (x *UncordonNodeResponse) String() string {
 func (*UncordonNodeResponse) ProtoMessage() {}
 
 func (x *UncordonNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[7]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -498,7 +1042,7 @@ func (x *UncordonNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UncordonNodeResponse.ProtoReflect.Descriptor instead.
 func (*UncordonNodeResponse) Descriptor() ([]byte, []int) {
-	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *UncordonNodeResponse) GetNode() *Node {
@@ -517,7 +1061,7 @@ type DrainNodeRequest struct {
 
 func (x *DrainNodeRequest) Reset() {
 	*x = DrainNodeRequest{}
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[8]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -529,7 +1073,7 @@ func (x *DrainNodeRequest) String() string {
 func (*DrainNodeRequest) ProtoMessage() {}
 
 func (x *DrainNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[8]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -542,7 +1086,7 @@ func (x *DrainNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainNodeRequest.ProtoReflect.Descriptor instead.
 func (*DrainNodeRequest) Descriptor() ([]byte, []int) {
-	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DrainNodeRequest) GetNodeId() string {
@@ -561,7 +1105,7 @@ type DrainNodeResponse struct {
 
 func (x *DrainNodeResponse) Reset() {
 	*x = DrainNodeResponse{}
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[9]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -573,7 +1117,7 @@ func (x *DrainNodeResponse) String() string {
 func (*DrainNodeResponse) ProtoMessage() {}
 
 func (x *DrainNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[9]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -586,7 +1130,7 @@ func (x *DrainNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainNodeResponse.ProtoReflect.Descriptor instead.
 func (*DrainNodeResponse) Descriptor() ([]byte, []int) {
-	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DrainNodeResponse) GetNode() *Node {
@@ -605,7 +1149,7 @@ type ApplyDeploymentRequest struct {
 
 func (x *ApplyDeploymentRequest) Reset() {
 	*x = ApplyDeploymentRequest{}
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[10]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -617,7 +1161,7 @@ func (x *ApplyDeploymentRequest) String() string {
 func (*ApplyDeploymentRequest) ProtoMessage() {}
 
 func (x *ApplyDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[10]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -630,7 +1174,7 @@ func (x *ApplyDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*ApplyDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ApplyDeploymentRequest) GetDeployment() *DeploymentSpec {
@@ -651,7 +1195,7 @@ type ApplyDeploymentResponse struct {
 
 func (x *ApplyDeploymentResponse) Reset() {
 	*x = ApplyDeploymentResponse{}
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[11]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -663,7 +1207,7 @@ func (x *ApplyDeploymentResponse) String() string {
 func (*ApplyDeploymentResponse) ProtoMessage() {}
 
 func (x *ApplyDeploymentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[11]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -676,7 +1220,7 @@ func (x *ApplyDeploymentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyDeploymentResponse.ProtoReflect.Descriptor instead.
 func (*ApplyDeploymentResponse) Descriptor() ([]byte, []int) {
-	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ApplyDeploymentResponse) GetDeployment() *Deployment {
@@ -702,7 +1246,7 @@ type GetDeploymentRequest struct {
 
 func (x *GetDeploymentRequest) Reset() {
 	*x = GetDeploymentRequest{}
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[12]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -714,7 +1258,7 @@ func (x *GetDeploymentRequest) String() string {
 func (*GetDeploymentRequest) ProtoMessage() {}
 
 func (x *GetDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[12]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -727,7 +1271,7 @@ func (x *GetDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*GetDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetDeploymentRequest) GetName() string {
@@ -746,7 +1290,7 @@ type GetDeploymentResponse struct {
 
 func (x *GetDeploymentResponse) Reset() {
 	*x = GetDeploymentResponse{}
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[13]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -758,7 +1302,7 @@ func (x *GetDeploymentResponse) String() string {
 func (*GetDeploymentResponse) ProtoMessage() {}
 
 func (x *GetDeploymentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[13]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -771,7 +1315,7 @@ func (x *GetDeploymentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeploymentResponse.ProtoReflect.Descriptor instead.
 func (*GetDeploymentResponse) Descriptor() ([]byte, []int) {
-	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetDeploymentResponse) GetDeployment() *Deployment {
@@ -789,7 +1333,7 @@ type ListDeploymentsRequest struct {
 
 func (x *ListDeploymentsRequest) Reset() {
 	*x = ListDeploymentsRequest{}
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[14]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -801,7 +1345,7 @@ func (x *ListDeploymentsRequest) String() string {
 func (*ListDeploymentsRequest) ProtoMessage() {}
 
 func (x *ListDeploymentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[14]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -814,7 +1358,7 @@ func (x *ListDeploymentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeploymentsRequest.ProtoReflect.Descriptor instead.
 func (*ListDeploymentsRequest) Descriptor() ([]byte, []int) {
-	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 type ListDeploymentsResponse struct {
@@ -826,7 +1370,7 @@ type ListDeploymentsResponse struct {
 
 func (x *ListDeploymentsResponse) Reset() {
 	*x = ListDeploymentsResponse{}
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[15]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -838,7 +1382,7 @@ func (x *ListDeploymentsResponse) String() string {
 func (*ListDeploymentsResponse) ProtoMessage() {}
 
 func (x *ListDeploymentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[15]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -851,7 +1395,7 @@ func (x *ListDeploymentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeploymentsResponse.ProtoReflect.Descriptor instead.
 func (*ListDeploymentsResponse) Descriptor() ([]byte, []int) {
-	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListDeploymentsResponse) GetDeployments() []*Deployment {
@@ -870,7 +1414,7 @@ type DeleteDeploymentRequest struct {
 
 func (x *DeleteDeploymentRequest) Reset() {
 	*x = DeleteDeploymentRequest{}
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[16]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -882,7 +1426,7 @@ func (x *DeleteDeploymentRequest) String() string {
 func (*DeleteDeploymentRequest) ProtoMessage() {}
 
 func (x *DeleteDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[16]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -895,7 +1439,7 @@ func (x *DeleteDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*DeleteDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DeleteDeploymentRequest) GetName() string {
@@ -913,7 +1457,7 @@ type DeleteDeploymentResponse struct {
 
 func (x *DeleteDeploymentResponse) Reset() {
 	*x = DeleteDeploymentResponse{}
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[17]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -925,7 +1469,7 @@ func (x *DeleteDeploymentResponse) String() string {
 func (*DeleteDeploymentResponse) ProtoMessage() {}
 
 func (x *DeleteDeploymentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[17]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -938,13 +1482,13 @@ func (x *DeleteDeploymentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteDeploymentResponse.ProtoReflect.Descriptor instead.
 func (*DeleteDeploymentResponse) Descriptor() ([]byte, []int) {
-	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 type ScaleDeploymentRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// replicas, when set, holds the deployment at this count, from 1 to max_replicas: it may go
+	// replicas, when set, holds the deployment at this count, from 0 to max_replicas: it may go
 	// below min_replicas, an operator's explicit choice.
 	Replicas *uint32 `protobuf:"varint,2,opt,name=replicas,proto3,oneof" json:"replicas,omitempty"`
 	// clear_replicas drops a count set before, handing the count back to the policy.
@@ -956,7 +1500,7 @@ type ScaleDeploymentRequest struct {
 
 func (x *ScaleDeploymentRequest) Reset() {
 	*x = ScaleDeploymentRequest{}
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[18]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -968,7 +1512,7 @@ func (x *ScaleDeploymentRequest) String() string {
 func (*ScaleDeploymentRequest) ProtoMessage() {}
 
 func (x *ScaleDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[18]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -981,7 +1525,7 @@ func (x *ScaleDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScaleDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*ScaleDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ScaleDeploymentRequest) GetName() string {
@@ -1021,7 +1565,7 @@ type ScaleDeploymentResponse struct {
 
 func (x *ScaleDeploymentResponse) Reset() {
 	*x = ScaleDeploymentResponse{}
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[19]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1033,7 +1577,7 @@ func (x *ScaleDeploymentResponse) String() string {
 func (*ScaleDeploymentResponse) ProtoMessage() {}
 
 func (x *ScaleDeploymentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[19]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1046,7 +1590,7 @@ func (x *ScaleDeploymentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScaleDeploymentResponse.ProtoReflect.Descriptor instead.
 func (*ScaleDeploymentResponse) Descriptor() ([]byte, []int) {
-	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ScaleDeploymentResponse) GetDeployment() *Deployment {
@@ -1068,7 +1612,7 @@ type ListInstancesRequest struct {
 
 func (x *ListInstancesRequest) Reset() {
 	*x = ListInstancesRequest{}
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[20]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1080,7 +1624,7 @@ func (x *ListInstancesRequest) String() string {
 func (*ListInstancesRequest) ProtoMessage() {}
 
 func (x *ListInstancesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[20]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1093,7 +1637,7 @@ func (x *ListInstancesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInstancesRequest.ProtoReflect.Descriptor instead.
 func (*ListInstancesRequest) Descriptor() ([]byte, []int) {
-	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListInstancesRequest) GetDeployment() string {
@@ -1121,7 +1665,7 @@ type Instance struct {
 
 func (x *Instance) Reset() {
 	*x = Instance{}
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[21]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1133,7 +1677,7 @@ func (x *Instance) String() string {
 func (*Instance) ProtoMessage() {}
 
 func (x *Instance) ProtoReflect() protoreflect.Message {
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[21]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1146,7 +1690,7 @@ func (x *Instance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Instance.ProtoReflect.Descriptor instead.
 func (*Instance) Descriptor() ([]byte, []int) {
-	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Instance) GetNodeId() string {
@@ -1172,7 +1716,7 @@ type ListInstancesResponse struct {
 
 func (x *ListInstancesResponse) Reset() {
 	*x = ListInstancesResponse{}
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[22]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1184,7 +1728,7 @@ func (x *ListInstancesResponse) String() string {
 func (*ListInstancesResponse) ProtoMessage() {}
 
 func (x *ListInstancesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[22]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1197,7 +1741,7 @@ func (x *ListInstancesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInstancesResponse.ProtoReflect.Descriptor instead.
 func (*ListInstancesResponse) Descriptor() ([]byte, []int) {
-	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListInstancesResponse) GetInstances() []*Instance {
@@ -1217,7 +1761,7 @@ type ListDecisionsRequest struct {
 
 func (x *ListDecisionsRequest) Reset() {
 	*x = ListDecisionsRequest{}
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[23]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1229,7 +1773,7 @@ func (x *ListDecisionsRequest) String() string {
 func (*ListDecisionsRequest) ProtoMessage() {}
 
 func (x *ListDecisionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[23]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1242,7 +1786,7 @@ func (x *ListDecisionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDecisionsRequest.ProtoReflect.Descriptor instead.
 func (*ListDecisionsRequest) Descriptor() ([]byte, []int) {
-	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListDecisionsRequest) GetDeployment() string {
@@ -1276,7 +1820,7 @@ type Clamp struct {
 
 func (x *Clamp) Reset() {
 	*x = Clamp{}
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[24]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1288,7 +1832,7 @@ func (x *Clamp) String() string {
 func (*Clamp) ProtoMessage() {}
 
 func (x *Clamp) ProtoReflect() protoreflect.Message {
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[24]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1301,7 +1845,7 @@ func (x *Clamp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Clamp.ProtoReflect.Descriptor instead.
 func (*Clamp) Descriptor() ([]byte, []int) {
-	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Clamp) GetKind() string {
@@ -1356,7 +1900,7 @@ type WindowValues struct {
 
 func (x *WindowValues) Reset() {
 	*x = WindowValues{}
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[25]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1368,7 +1912,7 @@ func (x *WindowValues) String() string {
 func (*WindowValues) ProtoMessage() {}
 
 func (x *WindowValues) ProtoReflect() protoreflect.Message {
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[25]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1381,7 +1925,7 @@ func (x *WindowValues) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowValues.ProtoReflect.Descriptor instead.
 func (*WindowValues) Descriptor() ([]byte, []int) {
-	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *WindowValues) GetWindow() *durationpb.Duration {
@@ -1510,7 +2054,7 @@ type Decision struct {
 
 func (x *Decision) Reset() {
 	*x = Decision{}
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[26]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1522,7 +2066,7 @@ func (x *Decision) String() string {
 func (*Decision) ProtoMessage() {}
 
 func (x *Decision) ProtoReflect() protoreflect.Message {
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[26]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1535,7 +2079,7 @@ func (x *Decision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Decision.ProtoReflect.Descriptor instead.
 func (*Decision) Descriptor() ([]byte, []int) {
-	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Decision) GetTime() *timestamppb.Timestamp {
@@ -1638,7 +2182,7 @@ type ListDecisionsResponse struct {
 
 func (x *ListDecisionsResponse) Reset() {
 	*x = ListDecisionsResponse{}
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[27]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1650,7 +2194,7 @@ func (x *ListDecisionsResponse) String() string {
 func (*ListDecisionsResponse) ProtoMessage() {}
 
 func (x *ListDecisionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[27]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1663,7 +2207,7 @@ func (x *ListDecisionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDecisionsResponse.ProtoReflect.Descriptor instead.
 func (*ListDecisionsResponse) Descriptor() ([]byte, []int) {
-	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListDecisionsResponse) GetDecisions() []*Decision {
@@ -1685,7 +2229,7 @@ type WatchEventsRequest struct {
 
 func (x *WatchEventsRequest) Reset() {
 	*x = WatchEventsRequest{}
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[28]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1697,7 +2241,7 @@ func (x *WatchEventsRequest) String() string {
 func (*WatchEventsRequest) ProtoMessage() {}
 
 func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[28]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1710,7 +2254,7 @@ func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
 func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
-	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *WatchEventsRequest) GetDeployment() string {
@@ -1746,7 +2290,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[29]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1758,7 +2302,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[29]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1771,7 +2315,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Event) GetTime() *timestamppb.Timestamp {
@@ -1839,7 +2383,7 @@ type WatchEventsResponse struct {
 
 func (x *WatchEventsResponse) Reset() {
 	*x = WatchEventsResponse{}
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[30]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1851,7 +2395,7 @@ func (x *WatchEventsResponse) String() string {
 func (*WatchEventsResponse) ProtoMessage() {}
 
 func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[30]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1864,7 +2408,7 @@ func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsResponse.ProtoReflect.Descriptor instead.
 func (*WatchEventsResponse) Descriptor() ([]byte, []int) {
-	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *WatchEventsResponse) GetEvent() *Event {
@@ -1882,7 +2426,7 @@ type GetClusterStatusRequest struct {
 
 func (x *GetClusterStatusRequest) Reset() {
 	*x = GetClusterStatusRequest{}
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[31]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1894,7 +2438,7 @@ func (x *GetClusterStatusRequest) String() string {
 func (*GetClusterStatusRequest) ProtoMessage() {}
 
 func (x *GetClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[31]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1907,7 +2451,7 @@ func (x *GetClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 // EtcdMember is one member of the etcd cluster that holds the desired state.
@@ -1924,7 +2468,7 @@ type EtcdMember struct {
 
 func (x *EtcdMember) Reset() {
 	*x = EtcdMember{}
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[32]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1936,7 +2480,7 @@ func (x *EtcdMember) String() string {
 func (*EtcdMember) ProtoMessage() {}
 
 func (x *EtcdMember) ProtoReflect() protoreflect.Message {
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[32]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1949,7 +2493,7 @@ func (x *EtcdMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EtcdMember.ProtoReflect.Descriptor instead.
 func (*EtcdMember) Descriptor() ([]byte, []int) {
-	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *EtcdMember) GetName() string {
@@ -2003,7 +2547,7 @@ type GetClusterStatusResponse struct {
 
 func (x *GetClusterStatusResponse) Reset() {
 	*x = GetClusterStatusResponse{}
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[33]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2015,7 +2559,7 @@ func (x *GetClusterStatusResponse) String() string {
 func (*GetClusterStatusResponse) ProtoMessage() {}
 
 func (x *GetClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmscaler_v1_admin_proto_msgTypes[33]
+	mi := &file_llmscaler_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2028,7 +2572,7 @@ func (x *GetClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GetClusterStatusResponse) GetLeader() *ControllerInfo {
@@ -2119,7 +2663,52 @@ var File_llmscaler_v1_admin_proto protoreflect.FileDescriptor
 
 const file_llmscaler_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x18llmscaler/v1/admin.proto\x12\fllmscaler.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18llmscaler/v1/fleet.proto\"\x12\n" +
+	"\x18llmscaler/v1/admin.proto\x12\fllmscaler.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18llmscaler/v1/fleet.proto\"9\n" +
+	"\x15WatchEndpointsRequest\x12 \n" +
+	"\vdeployments\x18\x01 \x03(\tR\vdeployments\"\xc0\x01\n" +
+	"\bEndpoint\x12\x1f\n" +
+	"\vinstance_id\x18\x01 \x01(\tR\n" +
+	"instanceId\x12\x17\n" +
+	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12\x18\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress\x12\"\n" +
+	"\rmax_in_flight\x18\x04 \x01(\rR\vmaxInFlight\x12)\n" +
+	"\x0ekv_cache_usage\x18\x05 \x01(\x01H\x00R\fkvCacheUsage\x88\x01\x01B\x11\n" +
+	"\x0f_kv_cache_usage\"\xd3\x01\n" +
+	"\x13DeploymentEndpoints\x12\x1e\n" +
+	"\n" +
+	"deployment\x18\x01 \x01(\tR\n" +
+	"deployment\x12#\n" +
+	"\rserved_models\x18\x02 \x03(\tR\fservedModels\x12A\n" +
+	"\x0fcold_start_wait\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\rcoldStartWait\x124\n" +
+	"\tendpoints\x18\x04 \x03(\v2\x16.llmscaler.v1.EndpointR\tendpoints\"s\n" +
+	"\x16WatchEndpointsResponse\x12C\n" +
+	"\vdeployments\x18\x01 \x03(\v2!.llmscaler.v1.DeploymentEndpointsR\vdeployments\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\"\xc1\x02\n" +
+	"\x13RouterInstanceStats\x12\x1f\n" +
+	"\vinstance_id\x18\x01 \x01(\tR\n" +
+	"instanceId\x12\x1b\n" +
+	"\tin_flight\x18\x02 \x01(\rR\binFlight\x12\x1a\n" +
+	"\barrivals\x18\x03 \x01(\x04R\barrivals\x12\x1a\n" +
+	"\bfinished\x18\x04 \x01(\x04R\bfinished\x12\x16\n" +
+	"\x06errors\x18\x05 \x01(\x04R\x06errors\x120\n" +
+	"\x04ttft\x18\x06 \x01(\v2\x1c.llmscaler.v1.LatencySummaryR\x04ttft\x12=\n" +
+	"\ve2e_latency\x18\a \x01(\v2\x1c.llmscaler.v1.LatencySummaryR\n" +
+	"e2eLatency\x12+\n" +
+	"\x11completion_tokens\x18\b \x01(\x04R\x10completionTokens\"\xca\x01\n" +
+	"\x15RouterDeploymentStats\x12\x1e\n" +
+	"\n" +
+	"deployment\x18\x01 \x01(\tR\n" +
+	"deployment\x12\x1a\n" +
+	"\barrivals\x18\x02 \x01(\x04R\barrivals\x12\x18\n" +
+	"\awaiting\x18\x03 \x01(\rR\awaiting\x12\x1a\n" +
+	"\brejected\x18\x04 \x01(\x04R\brejected\x12?\n" +
+	"\tinstances\x18\x05 \x03(\v2!.llmscaler.v1.RouterInstanceStatsR\tinstances\"\xe0\x01\n" +
+	"\x13ReportRouterRequest\x12\x1b\n" +
+	"\trouter_id\x18\x01 \x01(\tR\brouterId\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x125\n" +
+	"\binterval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\binterval\x12E\n" +
+	"\vdeployments\x18\x04 \x03(\v2#.llmscaler.v1.RouterDeploymentStatsR\vdeployments\"\x16\n" +
+	"\x14ReportRouterResponse\"\x12\n" +
 	"\x10ListNodesRequest\"=\n" +
 	"\x11ListNodesResponse\x12(\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x12.llmscaler.v1.NodeR\x05nodes\")\n" +
@@ -2287,7 +2876,8 @@ const file_llmscaler_v1_admin_proto_rawDesc = "" +
 	"\x1dEVENT_TYPE_DEPLOYMENT_DELETED\x10\b\x12\x17\n" +
 	"\x13EVENT_TYPE_DECISION\x10\t\x12\x1d\n" +
 	"\x19EVENT_TYPE_LEADER_ELECTED\x10\n" +
-	"2\xe4\t\n" +
+	"2\xc3\n" +
+	"\n" +
 	"\fAdminService\x12L\n" +
 	"\tListNodes\x12\x1e.llmscaler.v1.ListNodesRequest\x1a\x1f.llmscaler.v1.ListNodesResponse\x12F\n" +
 	"\aGetNode\x12\x1c.llmscaler.v1.GetNodeRequest\x1a\x1d.llmscaler.v1.GetNodeResponse\x12O\n" +
@@ -2303,7 +2893,10 @@ const file_llmscaler_v1_admin_proto_rawDesc = "" +
 	"\rListInstances\x12\".llmscaler.v1.ListInstancesRequest\x1a#.llmscaler.v1.ListInstancesResponse\x12X\n" +
 	"\rListDecisions\x12\".llmscaler.v1.ListDecisionsRequest\x1a#.llmscaler.v1.ListDecisionsResponse\x12T\n" +
 	"\vWatchEvents\x12 .llmscaler.v1.WatchEventsRequest\x1a!.llmscaler.v1.WatchEventsResponse0\x01\x12a\n" +
-	"\x10GetClusterStatus\x12%.llmscaler.v1.GetClusterStatusRequest\x1a&.llmscaler.v1.GetClusterStatusResponseB?Z=github.com/llmscaler/llmscaler/proto/llmscaler/v1;llmscalerv1b\x06proto3"
+	"\x10GetClusterStatus\x12%.llmscaler.v1.GetClusterStatusRequest\x1a&.llmscaler.v1.GetClusterStatusResponse\x12]\n" +
+	"\x0eWatchEndpoints\x12#.llmscaler.v1.WatchEndpointsRequest\x1a$.llmscaler.v1.WatchEndpointsResponse0\x012f\n" +
+	"\rRouterService\x12U\n" +
+	"\fReportRouter\x12!.llmscaler.v1.ReportRouterRequest\x1a\".llmscaler.v1.ReportRouterResponseB?Z=github.com/llmscaler/llmscaler/proto/llmscaler/v1;llmscalerv1b\x06proto3"
 
 var (
 	file_llmscaler_v1_admin_proto_rawDescOnce sync.Once
@@ -2318,117 +2911,139 @@ func file_llmscaler_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_llmscaler_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_llmscaler_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_llmscaler_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_llmscaler_v1_admin_proto_goTypes = []any{
 	(AutoscalingAction)(0),           // 0: llmscaler.v1.AutoscalingAction
 	(EventType)(0),                   // 1: llmscaler.v1.EventType
-	(*ListNodesRequest)(nil),         // 2: llmscaler.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),        // 3: llmscaler.v1.ListNodesResponse
-	(*GetNodeRequest)(nil),           // 4: llmscaler.v1.GetNodeRequest
-	(*GetNodeResponse)(nil),          // 5: llmscaler.v1.GetNodeResponse
-	(*CordonNodeRequest)(nil),        // 6: llmscaler.v1.CordonNodeRequest
-	(*CordonNodeResponse)(nil),       // 7: llmscaler.v1.CordonNodeResponse
-	(*UncordonNodeRequest)(nil),      // 8: llmscaler.v1.UncordonNodeRequest
-	(*UncordonNodeResponse)(nil),     // 9: llmscaler.v1.UncordonNodeResponse
-	(*DrainNodeRequest)(nil),         // 10: llmscaler.v1.DrainNodeRequest
-	(*DrainNodeResponse)(nil),        // 11: llmscaler.v1.DrainNodeResponse
-	(*ApplyDeploymentRequest)(nil),   // 12: llmscaler.v1.ApplyDeploymentRequest
-	(*ApplyDeploymentResponse)(nil),  // 13: llmscaler.v1.ApplyDeploymentResponse
-	(*GetDeploymentRequest)(nil),     // 14: llmscaler.v1.GetDeploymentRequest
-	(*GetDeploymentResponse)(nil),    // 15: llmscaler.v1.GetDeploymentResponse
-	(*ListDeploymentsRequest)(nil),   // 16: llmscaler.v1.ListDeploymentsRequest
-	(*ListDeploymentsResponse)(nil),  // 17: llmscaler.v1.ListDeploymentsResponse
-	(*DeleteDeploymentRequest)(nil),  // 18: llmscaler.v1.DeleteDeploymentRequest
-	(*DeleteDeploymentResponse)(nil), // 19: llmscaler.v1.DeleteDeploymentResponse
-	(*ScaleDeploymentRequest)(nil),   // 20: llmscaler.v1.ScaleDeploymentRequest
-	(*ScaleDeploymentResponse)(nil),  // 21: llmscaler.v1.ScaleDeploymentResponse
-	(*ListInstancesRequest)(nil),     // 22: llmscaler.v1.ListInstancesRequest
-	(*Instance)(nil),                 // 23: llmscaler.v1.Instance
-	(*ListInstancesResponse)(nil),    // 24: llmscaler.v1.ListInstancesResponse
-	(*ListDecisionsRequest)(nil),     // 25: llmscaler.v1.ListDecisionsRequest
-	(*Clamp)(nil),                    // 26: llmscaler.v1.Clamp
-	(*WindowValues)(nil),             // 27: llmscaler.v1.WindowValues
-	(*Decision)(nil),                 // 28: llmscaler.v1.Decision
-	(*ListDecisionsResponse)(nil),    // 29: llmscaler.v1.ListDecisionsResponse
-	(*WatchEventsRequest)(nil),       // 30: llmscaler.v1.WatchEventsRequest
-	(*Event)(nil),                    // 31: llmscaler.v1.Event
-	(*WatchEventsResponse)(nil),      // 32: llmscaler.v1.WatchEventsResponse
-	(*GetClusterStatusRequest)(nil),  // 33: llmscaler.v1.GetClusterStatusRequest
-	(*EtcdMember)(nil),               // 34: llmscaler.v1.EtcdMember
-	(*GetClusterStatusResponse)(nil), // 35: llmscaler.v1.GetClusterStatusResponse
-	(*Node)(nil),                     // 36: llmscaler.v1.Node
-	(*InstanceStatus)(nil),           // 37: llmscaler.v1.InstanceStatus
-	(*DeploymentSpec)(nil),           // 38: llmscaler.v1.DeploymentSpec
-	(*Deployment)(nil),               // 39: llmscaler.v1.Deployment
-	(*durationpb.Duration)(nil),      // 40: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 41: google.protobuf.Timestamp
-	(InstancePhase)(0),               // 42: llmscaler.v1.InstancePhase
-	(*ControllerInfo)(nil),           // 43: llmscaler.v1.ControllerInfo
+	(*WatchEndpointsRequest)(nil),    // 2: llmscaler.v1.WatchEndpointsRequest
+	(*Endpoint)(nil),                 // 3: llmscaler.v1.Endpoint
+	(*DeploymentEndpoints)(nil),      // 4: llmscaler.v1.DeploymentEndpoints
+	(*WatchEndpointsResponse)(nil),   // 5: llmscaler.v1.WatchEndpointsResponse
+	(*RouterInstanceStats)(nil),      // 6: llmscaler.v1.RouterInstanceStats
+	(*RouterDeploymentStats)(nil),    // 7: llmscaler.v1.RouterDeploymentStats
+	(*ReportRouterRequest)(nil),      // 8: llmscaler.v1.ReportRouterRequest
+	(*ReportRouterResponse)(nil),     // 9: llmscaler.v1.ReportRouterResponse
+	(*ListNodesRequest)(nil),         // 10: llmscaler.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),        // 11: llmscaler.v1.ListNodesResponse
+	(*GetNodeRequest)(nil),           // 12: llmscaler.v1.GetNodeRequest
+	(*GetNodeResponse)(nil),          // 13: llmscaler.v1.GetNodeResponse
+	(*CordonNodeRequest)(nil),        // 14: llmscaler.v1.CordonNodeRequest
+	(*CordonNodeResponse)(nil),       // 15: llmscaler.v1.CordonNodeResponse
+	(*UncordonNodeRequest)(nil),      // 16: llmscaler.v1.UncordonNodeRequest
+	(*UncordonNodeResponse)(nil),     // 17: llmscaler.v1.UncordonNodeResponse
+	(*DrainNodeRequest)(nil),         // 18: llmscaler.v1.DrainNodeRequest
+	(*DrainNodeResponse)(nil),        // 19: llmscaler.v1.DrainNodeResponse
+	(*ApplyDeploymentRequest)(nil),   // 20: llmscaler.v1.ApplyDeploymentRequest
+	(*ApplyDeploymentResponse)(nil),  // 21: llmscaler.v1.ApplyDeploymentResponse
+	(*GetDeploymentRequest)(nil),     // 22: llmscaler.v1.GetDeploymentRequest
+	(*GetDeploymentResponse)(nil),    // 23: llmscaler.v1.GetDeploymentResponse
+	(*ListDeploymentsRequest)(nil),   // 24: llmscaler.v1.ListDeploymentsRequest
+	(*ListDeploymentsResponse)(nil),  // 25: llmscaler.v1.ListDeploymentsResponse
+	(*DeleteDeploymentRequest)(nil),  // 26: llmscaler.v1.DeleteDeploymentRequest
+	(*DeleteDeploymentResponse)(nil), // 27: llmscaler.v1.DeleteDeploymentResponse
+	(*ScaleDeploymentRequest)(nil),   // 28: llmscaler.v1.ScaleDeploymentRequest
+	(*ScaleDeploymentResponse)(nil),  // 29: llmscaler.v1.ScaleDeploymentResponse
+	(*ListInstancesRequest)(nil),     // 30: llmscaler.v1.ListInstancesRequest
+	(*Instance)(nil),                 // 31: llmscaler.v1.Instance
+	(*ListInstancesResponse)(nil),    // 32: llmscaler.v1.ListInstancesResponse
+	(*ListDecisionsRequest)(nil),     // 33: llmscaler.v1.ListDecisionsRequest
+	(*Clamp)(nil),                    // 34: llmscaler.v1.Clamp
+	(*WindowValues)(nil),             // 35: llmscaler.v1.WindowValues
+	(*Decision)(nil),                 // 36: llmscaler.v1.Decision
+	(*ListDecisionsResponse)(nil),    // 37: llmscaler.v1.ListDecisionsResponse
+	(*WatchEventsRequest)(nil),       // 38: llmscaler.v1.WatchEventsRequest
+	(*Event)(nil),                    // 39: llmscaler.v1.Event
+	(*WatchEventsResponse)(nil),      // 40: llmscaler.v1.WatchEventsResponse
+	(*GetClusterStatusRequest)(nil),  // 41: llmscaler.v1.GetClusterStatusRequest
+	(*EtcdMember)(nil),               // 42: llmscaler.v1.EtcdMember
+	(*GetClusterStatusResponse)(nil), // 43: llmscaler.v1.GetClusterStatusResponse
+	(*durationpb.Duration)(nil),      // 44: google.protobuf.Duration
+	(*LatencySummary)(nil),           // 45: llmscaler.v1.LatencySummary
+	(*timestamppb.Timestamp)(nil),    // 46: google.protobuf.Timestamp
+	(*Node)(nil),                     // 47: llmscaler.v1.Node
+	(*InstanceStatus)(nil),           // 48: llmscaler.v1.InstanceStatus
+	(*DeploymentSpec)(nil),           // 49: llmscaler.v1.DeploymentSpec
+	(*Deployment)(nil),               // 50: llmscaler.v1.Deployment
+	(InstancePhase)(0),               // 51: llmscaler.v1.InstancePhase
+	(*ControllerInfo)(nil),           // 52: llmscaler.v1.ControllerInfo
 }
 var file_llmscaler_v1_admin_proto_depIdxs = []int32{
-	36, // 0: llmscaler.v1.ListNodesResponse.nodes:type_name -> llmscaler.v1.Node
-	36, // 1: llmscaler.v1.GetNodeResponse.node:type_name -> llmscaler.v1.Node
-	37, // 2: llmscaler.v1.GetNodeResponse.instances:type_name -> llmscaler.v1.InstanceStatus
-	36, // 3: llmscaler.v1.CordonNodeResponse.node:type_name -> llmscaler.v1.Node
-	36, // 4: llmscaler.v1.UncordonNodeResponse.node:type_name -> llmscaler.v1.Node
-	36, // 5: llmscaler.v1.DrainNodeResponse.node:type_name -> llmscaler.v1.Node
-	38, // 6: llmscaler.v1.ApplyDeploymentRequest.deployment:type_name -> llmscaler.v1.DeploymentSpec
-	39, // 7: llmscaler.v1.ApplyDeploymentResponse.deployment:type_name -> llmscaler.v1.Deployment
-	39, // 8: llmscaler.v1.GetDeploymentResponse.deployment:type_name -> llmscaler.v1.Deployment
-	39, // 9: llmscaler.v1.ListDeploymentsResponse.deployments:type_name -> llmscaler.v1.Deployment
-	0,  // 10: llmscaler.v1.ScaleDeploymentRequest.autoscaling:type_name -> llmscaler.v1.AutoscalingAction
-	39, // 11: llmscaler.v1.ScaleDeploymentResponse.deployment:type_name -> llmscaler.v1.Deployment
-	37, // 12: llmscaler.v1.Instance.status:type_name -> llmscaler.v1.InstanceStatus
-	23, // 13: llmscaler.v1.ListInstancesResponse.instances:type_name -> llmscaler.v1.Instance
-	40, // 14: llmscaler.v1.WindowValues.window:type_name -> google.protobuf.Duration
-	41, // 15: llmscaler.v1.Decision.time:type_name -> google.protobuf.Timestamp
-	26, // 16: llmscaler.v1.Decision.clamps:type_name -> llmscaler.v1.Clamp
-	27, // 17: llmscaler.v1.Decision.stable:type_name -> llmscaler.v1.WindowValues
-	27, // 18: llmscaler.v1.Decision.panic:type_name -> llmscaler.v1.WindowValues
-	28, // 19: llmscaler.v1.ListDecisionsResponse.decisions:type_name -> llmscaler.v1.Decision
-	41, // 20: llmscaler.v1.Event.time:type_name -> google.protobuf.Timestamp
-	1,  // 21: llmscaler.v1.Event.type:type_name -> llmscaler.v1.EventType
-	42, // 22: llmscaler.v1.Event.phase:type_name -> llmscaler.v1.InstancePhase
-	28, // 23: llmscaler.v1.Event.decision:type_name -> llmscaler.v1.Decision
-	31, // 24: llmscaler.v1.WatchEventsResponse.event:type_name -> llmscaler.v1.Event
-	43, // 25: llmscaler.v1.GetClusterStatusResponse.leader:type_name -> llmscaler.v1.ControllerInfo
-	43, // 26: llmscaler.v1.GetClusterStatusResponse.answered_by:type_name -> llmscaler.v1.ControllerInfo
-	43, // 27: llmscaler.v1.GetClusterStatusResponse.controllers:type_name -> llmscaler.v1.ControllerInfo
-	34, // 28: llmscaler.v1.GetClusterStatusResponse.etcd_members:type_name -> llmscaler.v1.EtcdMember
-	41, // 29: llmscaler.v1.GetClusterStatusResponse.leader_since:type_name -> google.protobuf.Timestamp
-	2,  // 30: llmscaler.v1.AdminService.ListNodes:input_type -> llmscaler.v1.ListNodesRequest
-	4,  // 31: llmscaler.v1.AdminService.GetNode:input_type -> llmscaler.v1.GetNodeRequest
-	6,  // 32: llmscaler.v1.AdminService.CordonNode:input_type -> llmscaler.v1.CordonNodeRequest
-	8,  // 33: llmscaler.v1.AdminService.UncordonNode:input_type -> llmscaler.v1.UncordonNodeRequest
-	10, // 34: llmscaler.v1.AdminService.DrainNode:input_type -> llmscaler.v1.DrainNodeRequest
-	12, // 35: llmscaler.v1.AdminService.ApplyDeployment:input_type -> llmscaler.v1.ApplyDeploymentRequest
-	14, // 36: llmscaler.v1.AdminService.GetDeployment:input_type -> llmscaler.v1.GetDeploymentRequest
-	16, // 37: llmscaler.v1.AdminService.ListDeployments:input_type -> llmscaler.v1.ListDeploymentsRequest
-	18, // 38: llmscaler.v1.AdminService.DeleteDeployment:input_type -> llmscaler.v1.DeleteDeploymentRequest
-	20, // 39: llmscaler.v1.AdminService.ScaleDeployment:input_type -> llmscaler.v1.ScaleDeploymentRequest
-	22, // 40: llmscaler.v1.AdminService.ListInstances:input_type -> llmscaler.v1.ListInstancesRequest
-	25, // 41: llmscaler.v1.AdminService.ListDecisions:input_type -> llmscaler.v1.ListDecisionsRequest
-	30, // 42: llmscaler.v1.AdminService.WatchEvents:input_type -> llmscaler.v1.WatchEventsRequest
-	33, // 43: llmscaler.v1.AdminService.GetClusterStatus:input_type -> llmscaler.v1.GetClusterStatusRequest
-	3,  // 44: llmscaler.v1.AdminService.ListNodes:output_type -> llmscaler.v1.ListNodesResponse
-	5,  // 45: llmscaler.v1.AdminService.GetNode:output_type -> llmscaler.v1.GetNodeResponse
-	7,  // 46: llmscaler.v1.AdminService.CordonNode:output_type -> llmscaler.v1.CordonNodeResponse
-	9,  // 47: llmscaler.v1.AdminService.UncordonNode:output_type -> llmscaler.v1.UncordonNodeResponse
-	11, // 48: llmscaler.v1.AdminService.DrainNode:output_type -> llmscaler.v1.DrainNodeResponse
-	13, // 49: llmscaler.v1.AdminService.ApplyDeployment:output_type -> llmscaler.v1.ApplyDeploymentResponse
-	15, // 50: llmscaler.v1.AdminService.GetDeployment:output_type -> llmscaler.v1.GetDeploymentResponse
-	17, // 51: llmscaler.v1.AdminService.ListDeployments:output_type -> llmscaler.v1.ListDeploymentsResponse
-	19, // 52: llmscaler.v1.AdminService.DeleteDeployment:output_type -> llmscaler.v1.DeleteDeploymentResponse
-	21, // 53: llmscaler.v1.AdminService.ScaleDeployment:output_type -> llmscaler.v1.ScaleDeploymentResponse
-	24, // 54: llmscaler.v1.AdminService.ListInstances:output_type -> llmscaler.v1.ListInstancesResponse
-	29, // 55: llmscaler.v1.AdminService.ListDecisions:output_type -> llmscaler.v1.ListDecisionsResponse
-	32, // 56: llmscaler.v1.AdminService.WatchEvents:output_type -> llmscaler.v1.WatchEventsResponse
-	35, // 57: llmscaler.v1.AdminService.GetClusterStatus:output_type -> llmscaler.v1.GetClusterStatusResponse
-	44, // [44:58] is the sub-list for method output_type
-	30, // [30:44] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	44, // 0: llmscaler.v1.DeploymentEndpoints.cold_start_wait:type_name -> google.protobuf.Duration
+	3,  // 1: llmscaler.v1.DeploymentEndpoints.endpoints:type_name -> llmscaler.v1.Endpoint
+	4,  // 2: llmscaler.v1.WatchEndpointsResponse.deployments:type_name -> llmscaler.v1.DeploymentEndpoints
+	45, // 3: llmscaler.v1.RouterInstanceStats.ttft:type_name -> llmscaler.v1.LatencySummary
+	45, // 4: llmscaler.v1.RouterInstanceStats.e2e_latency:type_name -> llmscaler.v1.LatencySummary
+	6,  // 5: llmscaler.v1.RouterDeploymentStats.instances:type_name -> llmscaler.v1.RouterInstanceStats
+	46, // 6: llmscaler.v1.ReportRouterRequest.time:type_name -> google.protobuf.Timestamp
+	44, // 7: llmscaler.v1.ReportRouterRequest.interval:type_name -> google.protobuf.Duration
+	7,  // 8: llmscaler.v1.ReportRouterRequest.deployments:type_name -> llmscaler.v1.RouterDeploymentStats
+	47, // 9: llmscaler.v1.ListNodesResponse.nodes:type_name -> llmscaler.v1.Node
+	47, // 10: llmscaler.v1.GetNodeResponse.node:type_name -> llmscaler.v1.Node
+	48, // 11: llmscaler.v1.GetNodeResponse.instances:type_name -> llmscaler.v1.InstanceStatus
+	47, // 12: llmscaler.v1.CordonNodeResponse.node:type_name -> llmscaler.v1.Node
+	47, // 13: llmscaler.v1.UncordonNodeResponse.node:type_name -> llmscaler.v1.Node
+	47, // 14: llmscaler.v1.DrainNodeResponse.node:type_name -> llmscaler.v1.Node
+	49, // 15: llmscaler.v1.ApplyDeploymentRequest.deployment:type_name -> llmscaler.v1.DeploymentSpec
+	50, // 16: llmscaler.v1.ApplyDeploymentResponse.deployment:type_name -> llmscaler.v1.Deployment
+	50, // 17: llmscaler.v1.GetDeploymentResponse.deployment:type_name -> llmscaler.v1.Deployment
+	50, // 18: llmscaler.v1.ListDeploymentsResponse.deployments:type_name -> llmscaler.v1.Deployment
+	0,  // 19: llmscaler.v1.ScaleDeploymentRequest.autoscaling:type_name -> llmscaler.v1.AutoscalingAction
+	50, // 20: llmscaler.v1.ScaleDeploymentResponse.deployment:type_name -> llmscaler.v1.Deployment
+	48, // 21: llmscaler.v1.Instance.status:type_name -> llmscaler.v1.InstanceStatus
+	31, // 22: llmscaler.v1.ListInstancesResponse.instances:type_name -> llmscaler.v1.Instance
+	44, // 23: llmscaler.v1.WindowValues.window:type_name -> google.protobuf.Duration
+	46, // 24: llmscaler.v1.Decision.time:type_name -> google.protobuf.Timestamp
+	34, // 25: llmscaler.v1.Decision.clamps:type_name -> llmscaler.v1.Clamp
+	35, // 26: llmscaler.v1.Decision.stable:type_name -> llmscaler.v1.WindowValues
+	35, // 27: llmscaler.v1.Decision.panic:type_name -> llmscaler.v1.WindowValues
+	36, // 28: llmscaler.v1.ListDecisionsResponse.decisions:type_name -> llmscaler.v1.Decision
+	46, // 29: llmscaler.v1.Event.time:type_name -> google.protobuf.Timestamp
+	1,  // 30: llmscaler.v1.Event.type:type_name -> llmscaler.v1.EventType
+	51, // 31: llmscaler.v1.Event.phase:type_name -> llmscaler.v1.InstancePhase
+	36, // 32: llmscaler.v1.Event.decision:type_name -> llmscaler.v1.Decision
+	39, // 33: llmscaler.v1.WatchEventsResponse.event:type_name -> llmscaler.v1.Event
+	52, // 34: llmscaler.v1.GetClusterStatusResponse.leader:type_name -> llmscaler.v1.ControllerInfo
+	52, // 35: llmscaler.v1.GetClusterStatusResponse.answered_by:type_name -> llmscaler.v1.ControllerInfo
+	52, // 36: llmscaler.v1.GetClusterStatusResponse.controllers:type_name -> llmscaler.v1.ControllerInfo
+	42, // 37: llmscaler.v1.GetClusterStatusResponse.etcd_members:type_name -> llmscaler.v1.EtcdMember
+	46, // 38: llmscaler.v1.GetClusterStatusResponse.leader_since:type_name -> google.protobuf.Timestamp
+	10, // 39: llmscaler.v1.AdminService.ListNodes:input_type -> llmscaler.v1.ListNodesRequest
+	12, // 40: llmscaler.v1.AdminService.GetNode:input_type -> llmscaler.v1.GetNodeRequest
+	14, // 41: llmscaler.v1.AdminService.CordonNode:input_type -> llmscaler.v1.CordonNodeRequest
+	16, // 42: llmscaler.v1.AdminService.UncordonNode:input_type -> llmscaler.v1.UncordonNodeRequest
+	18, // 43: llmscaler.v1.AdminService.DrainNode:input_type -> llmscaler.v1.DrainNodeRequest
+	20, // 44: llmscaler.v1.AdminService.ApplyDeployment:input_type -> llmscaler.v1.ApplyDeploymentRequest
+	22, // 45: llmscaler.v1.AdminService.GetDeployment:input_type -> llmscaler.v1.GetDeploymentRequest
+	24, // 46: llmscaler.v1.AdminService.ListDeployments:input_type -> llmscaler.v1.ListDeploymentsRequest
+	26, // 47: llmscaler.v1.AdminService.DeleteDeployment:input_type -> llmscaler.v1.DeleteDeploymentRequest
+	28, // 48: llmscaler.v1.AdminService.ScaleDeployment:input_type -> llmscaler.v1.ScaleDeploymentRequest
+	30, // 49: llmscaler.v1.AdminService.ListInstances:input_type -> llmscaler.v1.ListInstancesRequest
+	33, // 50: llmscaler.v1.AdminService.ListDecisions:input_type -> llmscaler.v1.ListDecisionsRequest
+	38, // 51: llmscaler.v1.AdminService.WatchEvents:input_type -> llmscaler.v1.WatchEventsRequest
+	41, // 52: llmscaler.v1.AdminService.GetClusterStatus:input_type -> llmscaler.v1.GetClusterStatusRequest
+	2,  // 53: llmscaler.v1.AdminService.WatchEndpoints:input_type -> llmscaler.v1.WatchEndpointsRequest
+	8,  // 54: llmscaler.v1.RouterService.ReportRouter:input_type -> llmscaler.v1.ReportRouterRequest
+	11, // 55: llmscaler.v1.AdminService.ListNodes:output_type -> llmscaler.v1.ListNodesResponse
+	13, // 56: llmscaler.v1.AdminService.GetNode:output_type -> llmscaler.v1.GetNodeResponse
+	15, // 57: llmscaler.v1.AdminService.CordonNode:output_type -> llmscaler.v1.CordonNodeResponse
+	17, // 58: llmscaler.v1.AdminService.UncordonNode:output_type -> llmscaler.v1.UncordonNodeResponse
+	19, // 59: llmscaler.v1.AdminService.DrainNode:output_type -> llmscaler.v1.DrainNodeResponse
+	21, // 60: llmscaler.v1.AdminService.ApplyDeployment:output_type -> llmscaler.v1.ApplyDeploymentResponse
+	23, // 61: llmscaler.v1.AdminService.GetDeployment:output_type -> llmscaler.v1.GetDeploymentResponse
+	25, // 62: llmscaler.v1.AdminService.ListDeployments:output_type -> llmscaler.v1.ListDeploymentsResponse
+	27, // 63: llmscaler.v1.AdminService.DeleteDeployment:output_type -> llmscaler.v1.DeleteDeploymentResponse
+	29, // 64: llmscaler.v1.AdminService.ScaleDeployment:output_type -> llmscaler.v1.ScaleDeploymentResponse
+	32, // 65: llmscaler.v1.AdminService.ListInstances:output_type -> llmscaler.v1.ListInstancesResponse
+	37, // 66: llmscaler.v1.AdminService.ListDecisions:output_type -> llmscaler.v1.ListDecisionsResponse
+	40, // 67: llmscaler.v1.AdminService.WatchEvents:output_type -> llmscaler.v1.WatchEventsResponse
+	43, // 68: llmscaler.v1.AdminService.GetClusterStatus:output_type -> llmscaler.v1.GetClusterStatusResponse
+	5,  // 69: llmscaler.v1.AdminService.WatchEndpoints:output_type -> llmscaler.v1.WatchEndpointsResponse
+	9,  // 70: llmscaler.v1.RouterService.ReportRouter:output_type -> llmscaler.v1.ReportRouterResponse
+	55, // [55:71] is the sub-list for method output_type
+	39, // [39:55] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_llmscaler_v1_admin_proto_init() }
@@ -2437,16 +3052,17 @@ func file_llmscaler_v1_admin_proto_init() {
 		return
 	}
 	file_llmscaler_v1_fleet_proto_init()
-	file_llmscaler_v1_admin_proto_msgTypes[18].OneofWrappers = []any{}
+	file_llmscaler_v1_admin_proto_msgTypes[1].OneofWrappers = []any{}
+	file_llmscaler_v1_admin_proto_msgTypes[26].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llmscaler_v1_admin_proto_rawDesc), len(file_llmscaler_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   34,
+			NumMessages:   42,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_llmscaler_v1_admin_proto_goTypes,
 		DependencyIndexes: file_llmscaler_v1_admin_proto_depIdxs,

@@ -33,6 +33,7 @@ const (
 	AdminService_ListDecisions_FullMethodName    = "/llmscaler.v1.AdminService/ListDecisions"
 	AdminService_WatchEvents_FullMethodName      = "/llmscaler.v1.AdminService/WatchEvents"
 	AdminService_GetClusterStatus_FullMethodName = "/llmscaler.v1.AdminService/GetClusterStatus"
+	AdminService_WatchEndpoints_FullMethodName   = "/llmscaler.v1.AdminService/WatchEndpoints"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -71,6 +72,10 @@ type AdminServiceClient interface {
 	WatchEvents(ctx context.Context, in *WatchEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEventsResponse], error)
 	// GetClusterStatus says who leads, at which epoch, which controllers and etcd members exist, and counts.
 	GetClusterStatus(ctx context.Context, in *GetClusterStatusRequest, opts ...grpc.CallOption) (*GetClusterStatusResponse, error)
+	// WatchEndpoints streams, for each deployment, the instances a router may send requests to
+	// (READY and not draining), in full on connect and again on every change. Routers build
+	// their tables from it and keep no other state.
+	WatchEndpoints(ctx context.Context, in *WatchEndpointsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEndpointsResponse], error)
 }
 
 type adminServiceClient struct {
@@ -230,6 +235,25 @@ func (c *adminServiceClient) GetClusterStatus(ctx context.Context, in *GetCluste
 	return out, nil
 }
 
+func (c *adminServiceClient) WatchEndpoints(ctx context.Context, in *WatchEndpointsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEndpointsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AdminService_ServiceDesc.Streams[1], AdminService_WatchEndpoints_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchEndpointsRequest, WatchEndpointsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AdminService_WatchEndpointsClient = grpc.ServerStreamingClient[WatchEndpointsResponse]
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -266,6 +290,10 @@ type AdminServiceServer interface {
 	WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[WatchEventsResponse]) error
 	// GetClusterStatus says who leads, at which epoch, which controllers and etcd members exist, and counts.
 	GetClusterStatus(context.Context, *GetClusterStatusRequest) (*GetClusterStatusResponse, error)
+	// WatchEndpoints streams, for each deployment, the instances a router may send requests to
+	// (READY and not draining), in full on connect and again on every change. Routers build
+	// their tables from it and keep no other state.
+	WatchEndpoints(*WatchEndpointsRequest, grpc.ServerStreamingServer[WatchEndpointsResponse]) error
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -317,6 +345,9 @@ func (UnimplementedAdminServiceServer) WatchEvents(*WatchEventsRequest, grpc.Ser
 }
 func (UnimplementedAdminServiceServer) GetClusterStatus(context.Context, *GetClusterStatusRequest) (*GetClusterStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetClusterStatus not implemented")
+}
+func (UnimplementedAdminServiceServer) WatchEndpoints(*WatchEndpointsRequest, grpc.ServerStreamingServer[WatchEndpointsResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchEndpoints not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -584,6 +615,17 @@ func _AdminService_GetClusterStatus_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_WatchEndpoints_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchEndpointsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AdminServiceServer).WatchEndpoints(m, &grpc.GenericServerStream[WatchEndpointsRequest, WatchEndpointsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AdminService_WatchEndpointsServer = grpc.ServerStreamingServer[WatchEndpointsResponse]
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -650,6 +692,125 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 			Handler:       _AdminService_WatchEvents_Handler,
 			ServerStreams: true,
 		},
+		{
+			StreamName:    "WatchEndpoints",
+			Handler:       _AdminService_WatchEndpoints_Handler,
+			ServerStreams: true,
+		},
 	},
+	Metadata: "llmscaler/v1/admin.proto",
+}
+
+const (
+	RouterService_ReportRouter_FullMethodName = "/llmscaler.v1.RouterService/ReportRouter"
+)
+
+// RouterServiceClient is the client API for RouterService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// RouterService is how request routers report what they measured. The leader merges it into
+// the deployments' windows: arrival rates and latencies for engines that export none, and
+// demand for a deployment with no instance (scale from zero).
+type RouterServiceClient interface {
+	// ReportRouter sends one router's figures for the last interval. Call it once per
+	// report interval; a router that stops calling is forgotten after a few intervals.
+	ReportRouter(ctx context.Context, in *ReportRouterRequest, opts ...grpc.CallOption) (*ReportRouterResponse, error)
+}
+
+type routerServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewRouterServiceClient(cc grpc.ClientConnInterface) RouterServiceClient {
+	return &routerServiceClient{cc}
+}
+
+func (c *routerServiceClient) ReportRouter(ctx context.Context, in *ReportRouterRequest, opts ...grpc.CallOption) (*ReportRouterResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportRouterResponse)
+	err := c.cc.Invoke(ctx, RouterService_ReportRouter_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// RouterServiceServer is the server API for RouterService service.
+// All implementations must embed UnimplementedRouterServiceServer
+// for forward compatibility.
+//
+// RouterService is how request routers report what they measured. The leader merges it into
+// the deployments' windows: arrival rates and latencies for engines that export none, and
+// demand for a deployment with no instance (scale from zero).
+type RouterServiceServer interface {
+	// ReportRouter sends one router's figures for the last interval. Call it once per
+	// report interval; a router that stops calling is forgotten after a few intervals.
+	ReportRouter(context.Context, *ReportRouterRequest) (*ReportRouterResponse, error)
+	mustEmbedUnimplementedRouterServiceServer()
+}
+
+// UnimplementedRouterServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedRouterServiceServer struct{}
+
+func (UnimplementedRouterServiceServer) ReportRouter(context.Context, *ReportRouterRequest) (*ReportRouterResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportRouter not implemented")
+}
+func (UnimplementedRouterServiceServer) mustEmbedUnimplementedRouterServiceServer() {}
+func (UnimplementedRouterServiceServer) testEmbeddedByValue()                       {}
+
+// UnsafeRouterServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to RouterServiceServer will
+// result in compilation errors.
+type UnsafeRouterServiceServer interface {
+	mustEmbedUnimplementedRouterServiceServer()
+}
+
+func RegisterRouterServiceServer(s grpc.ServiceRegistrar, srv RouterServiceServer) {
+	// If the following call panics, it indicates UnimplementedRouterServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&RouterService_ServiceDesc, srv)
+}
+
+func _RouterService_ReportRouter_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportRouterRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RouterServiceServer).ReportRouter(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RouterService_ReportRouter_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RouterServiceServer).ReportRouter(ctx, req.(*ReportRouterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// RouterService_ServiceDesc is the grpc.ServiceDesc for RouterService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var RouterService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "llmscaler.v1.RouterService",
+	HandlerType: (*RouterServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "ReportRouter",
+			Handler:    _RouterService_ReportRouter_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
 	Metadata: "llmscaler/v1/admin.proto",
 }

@@ -677,9 +677,11 @@ type InstanceStatus struct {
 	ColdStart *durationpb.Duration `protobuf:"bytes,10,opt,name=cold_start,json=coldStart,proto3" json:"cold_start,omitempty"`
 	ExitCode  int32                `protobuf:"varint,11,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
 	// message says why the instance is in its phase, for FAILED the last lines of its log.
-	Message       string        `protobuf:"bytes,12,opt,name=message,proto3" json:"message,omitempty"`
-	Metrics       *QueueMetrics `protobuf:"bytes,13,opt,name=metrics,proto3" json:"metrics,omitempty"`
-	Restarts      uint32        `protobuf:"varint,14,opt,name=restarts,proto3" json:"restarts,omitempty"`
+	Message  string        `protobuf:"bytes,12,opt,name=message,proto3" json:"message,omitempty"`
+	Metrics  *QueueMetrics `protobuf:"bytes,13,opt,name=metrics,proto3" json:"metrics,omitempty"`
+	Restarts uint32        `protobuf:"varint,14,opt,name=restarts,proto3" json:"restarts,omitempty"`
+	// max_in_flight is the profile's cap on requests a router sends it at once; 0: none.
+	MaxInFlight   uint32 `protobuf:"varint,15,opt,name=max_in_flight,json=maxInFlight,proto3" json:"max_in_flight,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -808,6 +810,13 @@ func (x *InstanceStatus) GetMetrics() *QueueMetrics {
 func (x *InstanceStatus) GetRestarts() uint32 {
 	if x != nil {
 		return x.Restarts
+	}
+	return 0
+}
+
+func (x *InstanceStatus) GetMaxInFlight() uint32 {
+	if x != nil {
+		return x.MaxInFlight
 	}
 	return 0
 }
@@ -1468,8 +1477,16 @@ type DeploymentSpec struct {
 	MinReplicas  uint32 `protobuf:"varint,5,opt,name=min_replicas,json=minReplicas,proto3" json:"min_replicas,omitempty"`
 	MaxReplicas  uint32 `protobuf:"varint,6,opt,name=max_replicas,json=maxReplicas,proto3" json:"max_replicas,omitempty"`
 	// node_selector: a replica goes only on nodes whose labels include all of these.
-	NodeSelector  map[string]string `protobuf:"bytes,7,rep,name=node_selector,json=nodeSelector,proto3" json:"node_selector,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Policy        *Policy           `protobuf:"bytes,8,opt,name=policy,proto3" json:"policy,omitempty"`
+	NodeSelector map[string]string `protobuf:"bytes,7,rep,name=node_selector,json=nodeSelector,proto3" json:"node_selector,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Policy       *Policy           `protobuf:"bytes,8,opt,name=policy,proto3" json:"policy,omitempty"`
+	// served_models are the OpenAI "model" names routers send to this deployment [its name].
+	ServedModels []string `protobuf:"bytes,9,rep,name=served_models,json=servedModels,proto3" json:"served_models,omitempty"`
+	// idle_to_zero: with min_replicas 0, the deployment goes to zero replicas once no request
+	// has arrived for this long [10 min]; the first request after that starts one.
+	IdleToZero *durationpb.Duration `protobuf:"bytes,10,opt,name=idle_to_zero,json=idleToZero,proto3" json:"idle_to_zero,omitempty"`
+	// cold_start_wait is how long a router holds a request while no replica is ready [5 min]:
+	// a real cold start (weights from disk, CUDA graphs) takes minutes.
+	ColdStartWait *durationpb.Duration `protobuf:"bytes,11,opt,name=cold_start_wait,json=coldStartWait,proto3" json:"cold_start_wait,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1560,10 +1577,31 @@ func (x *DeploymentSpec) GetPolicy() *Policy {
 	return nil
 }
 
+func (x *DeploymentSpec) GetServedModels() []string {
+	if x != nil {
+		return x.ServedModels
+	}
+	return nil
+}
+
+func (x *DeploymentSpec) GetIdleToZero() *durationpb.Duration {
+	if x != nil {
+		return x.IdleToZero
+	}
+	return nil
+}
+
+func (x *DeploymentSpec) GetColdStartWait() *durationpb.Duration {
+	if x != nil {
+		return x.ColdStartWait
+	}
+	return nil
+}
+
 // ScaleState is what ScaleDeployment set by hand.
 type ScaleState struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// manual_replicas, when set, holds the deployment at this count (1 to max_replicas).
+	// manual_replicas, when set, holds the deployment at this count (0 to max_replicas).
 	ManualReplicas *uint32 `protobuf:"varint,1,opt,name=manual_replicas,json=manualReplicas,proto3,oneof" json:"manual_replicas,omitempty"`
 	// paused stops the autoscaler from changing the replica count.
 	Paused        bool `protobuf:"varint,2,opt,name=paused,proto3" json:"paused,omitempty"`
@@ -1891,7 +1929,7 @@ const file_llmscaler_v1_fleet_proto_rawDesc = "" +
 	"scraped_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tscrapedAt\x12#\n" +
 	"\rscrape_errors\x18\n" +
 	" \x01(\x04R\fscrapeErrorsB\x11\n" +
-	"\x0f_kv_cache_usage\"\xa2\x04\n" +
+	"\x0f_kv_cache_usage\"\xc6\x04\n" +
 	"\x0eInstanceStatus\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
 	"instanceId\x12\x1e\n" +
@@ -1913,7 +1951,8 @@ const file_llmscaler_v1_fleet_proto_rawDesc = "" +
 	"\texit_code\x18\v \x01(\x05R\bexitCode\x12\x18\n" +
 	"\amessage\x18\f \x01(\tR\amessage\x124\n" +
 	"\ametrics\x18\r \x01(\v2\x1a.llmscaler.v1.QueueMetricsR\ametrics\x12\x1a\n" +
-	"\brestarts\x18\x0e \x01(\rR\brestarts\"\xdf\x05\n" +
+	"\brestarts\x18\x0e \x01(\rR\brestarts\x12\"\n" +
+	"\rmax_in_flight\x18\x0f \x01(\rR\vmaxInFlight\"\xdf\x05\n" +
 	"\x04Node\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x126\n" +
 	"\x06labels\x18\x02 \x03(\v2\x1e.llmscaler.v1.Node.LabelsEntryR\x06labels\x12#\n" +
@@ -1990,7 +2029,7 @@ const file_llmscaler_v1_fleet_proto_rawDesc = "" +
 	"\rstable_window\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\fstableWindow\x12<\n" +
 	"\fpanic_window\x18\a \x01(\v2\x19.google.protobuf.DurationR\vpanicWindowB\x06\n" +
 	"\x04kindB\v\n" +
-	"\t_max_step\"\x98\x03\n" +
+	"\t_max_step\"\xbd\x04\n" +
 	"\x0eDeploymentSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aprofile\x18\x02 \x01(\tR\aprofile\x12(\n" +
@@ -1999,7 +2038,12 @@ const file_llmscaler_v1_fleet_proto_rawDesc = "" +
 	"\fmin_replicas\x18\x05 \x01(\rR\vminReplicas\x12!\n" +
 	"\fmax_replicas\x18\x06 \x01(\rR\vmaxReplicas\x12S\n" +
 	"\rnode_selector\x18\a \x03(\v2..llmscaler.v1.DeploymentSpec.NodeSelectorEntryR\fnodeSelector\x12,\n" +
-	"\x06policy\x18\b \x01(\v2\x14.llmscaler.v1.PolicyR\x06policy\x1a?\n" +
+	"\x06policy\x18\b \x01(\v2\x14.llmscaler.v1.PolicyR\x06policy\x12#\n" +
+	"\rserved_models\x18\t \x03(\tR\fservedModels\x12;\n" +
+	"\fidle_to_zero\x18\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"idleToZero\x12A\n" +
+	"\x0fcold_start_wait\x18\v \x01(\v2\x19.google.protobuf.DurationR\rcoldStartWait\x1a?\n" +
 	"\x11NodeSelectorEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"f\n" +
@@ -2129,17 +2173,19 @@ var file_llmscaler_v1_fleet_proto_depIdxs = []int32{
 	23, // 30: llmscaler.v1.Policy.panic_window:type_name -> google.protobuf.Duration
 	20, // 31: llmscaler.v1.DeploymentSpec.node_selector:type_name -> llmscaler.v1.DeploymentSpec.NodeSelectorEntry
 	13, // 32: llmscaler.v1.DeploymentSpec.policy:type_name -> llmscaler.v1.Policy
-	14, // 33: llmscaler.v1.Deployment.spec:type_name -> llmscaler.v1.DeploymentSpec
-	15, // 34: llmscaler.v1.Deployment.scale:type_name -> llmscaler.v1.ScaleState
-	22, // 35: llmscaler.v1.Deployment.created_at:type_name -> google.protobuf.Timestamp
-	22, // 36: llmscaler.v1.Deployment.updated_at:type_name -> google.protobuf.Timestamp
-	17, // 37: llmscaler.v1.Deployment.status:type_name -> llmscaler.v1.DeploymentStatus
-	21, // 38: llmscaler.v1.DeploymentStatus.replicas:type_name -> llmscaler.v1.DeploymentStatus.ReplicasEntry
-	39, // [39:39] is the sub-list for method output_type
-	39, // [39:39] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	23, // 33: llmscaler.v1.DeploymentSpec.idle_to_zero:type_name -> google.protobuf.Duration
+	23, // 34: llmscaler.v1.DeploymentSpec.cold_start_wait:type_name -> google.protobuf.Duration
+	14, // 35: llmscaler.v1.Deployment.spec:type_name -> llmscaler.v1.DeploymentSpec
+	15, // 36: llmscaler.v1.Deployment.scale:type_name -> llmscaler.v1.ScaleState
+	22, // 37: llmscaler.v1.Deployment.created_at:type_name -> google.protobuf.Timestamp
+	22, // 38: llmscaler.v1.Deployment.updated_at:type_name -> google.protobuf.Timestamp
+	17, // 39: llmscaler.v1.Deployment.status:type_name -> llmscaler.v1.DeploymentStatus
+	21, // 40: llmscaler.v1.DeploymentStatus.replicas:type_name -> llmscaler.v1.DeploymentStatus.ReplicasEntry
+	41, // [41:41] is the sub-list for method output_type
+	41, // [41:41] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_llmscaler_v1_fleet_proto_init() }
