@@ -21,9 +21,29 @@
 // on the watch loop's clock) up to the profile's max_restarts times, then FAILED with its
 // exit code and the last lines of its log. While it waits for a restart it is STARTING with
 // no process, and keeps its GPUs. A READY instance's health path is checked every
-// Config.HealthInterval; one that fails Config.UnhealthyChecks checks in a row (a deadlocked
-// engine, a wedged GPU: the process lives on but serves nothing) is taken for hung, its
-// process group is killed, and it is restarted the same way, with "hung" in its message.
+// Config.HealthInterval; one that fails Config.UnhealthyChecks checks in a row while its
+// metrics show no progress (a deadlocked engine, a wedged GPU: the process lives on but
+// serves nothing) is taken for hung, its process group is killed, and it is restarted the
+// same way, with "hung" in its message.
+//
+// # Busy is not hung
+//
+// A server can be too busy to answer its health path in time and still be working: llama.cpp's
+// llama-server stops answering /health within the deadline while it works through a long
+// queue. Killing it then throws away its whole queue, and in a surge every busy replica with
+// it. So a failed health check counts towards UnhealthyChecks only when the scrapes since the
+// previous check show no progress either. Progress is any cumulative figure the scraper reads
+// growing between two scrapes of the same process (prompt tokens, generated tokens, finished
+// requests, latency observations) or the running batch changing size or the queue shrinking.
+// A failed check with progress ends the run of failures; the instance stays READY with the
+// message "health check failing but making progress", and the agent logs "busy, not hung"
+// at Warn once per run of failed checks, until the health path answers again. Scrapes are not
+// gated by health checks: a READY instance is scraped on every tick, whatever its health.
+//
+// Where there is no progress signal, the health check alone decides, as before: no
+// Config.Metrics, scrapes that fail (a frozen process answers neither), the first scrape of a
+// process (there is nothing to compare it with), or an engine whose metrics export no
+// counters and whose gauges do not move.
 //
 // Stop makes an instance DRAINING (no longer routable), waits until a scrape taken after the
 // drain began shows no running or waiting requests, or until the drain timeout passes, then

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -8,13 +9,18 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"go.uber.org/goleak"
+
+	"github.com/llmscaler/llmscaler/internal/fakeserver"
+	"github.com/llmscaler/llmscaler/internal/servermodel"
 )
 
 // serverModeEnv makes the test binary a fake model server instead of running the tests.
@@ -33,6 +39,8 @@ func TestMain(m *testing.M) {
 //	ignore-term  like serve, but SIGTERM is only logged, so that only SIGKILL stops it
 //	crash        prints a few lines and exits with code 3
 //	spam         like serve, and writes a 100-byte line every 2 ms
+//	llm          the fake LLM server of internal/fakeserver (cpu-tiny timing, vLLM metrics,
+//	             healthy after 100 ms), its /health stalling --health-stall-busy while busy
 //
 // It prints its arguments and environment first, for the tests to read in its log.
 func fakeServer(mode string, args []string) int {
@@ -43,6 +51,7 @@ func fakeServer(mode string, args []string) int {
 	fs.String("id", "", "")
 	fs.String("deployment", "", "")
 	healthDelay := fs.Duration("health-delay", 0, "")
+	healthStallBusy := fs.Duration("health-stall-busy", 0, "")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -55,6 +64,9 @@ func fakeServer(mode string, args []string) int {
 			fmt.Printf("crash line %d\n", i)
 		}
 		return 3
+	}
+	if mode == "llm" {
+		return serveLLM(*host, *port, *healthStallBusy)
 	}
 
 	sigs := make(chan os.Signal, 1)
@@ -99,6 +111,37 @@ func fakeServer(mode string, args []string) int {
 			return 0
 		}
 		fmt.Println("ignoring it")
+	}
+	return 0
+}
+
+// serveLLM runs internal/fakeserver until SIGTERM.
+func serveLLM(host, port string, healthStallBusy time.Duration) int {
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		fmt.Println("port:", err)
+		return 2
+	}
+	params, err := servermodel.Profile(fakeserver.DefaultProfile)
+	if err != nil {
+		fmt.Println(err)
+		return 2
+	}
+	log := hclog.New(&hclog.LoggerOptions{Output: os.Stdout, Level: hclog.Info})
+	srv, err := fakeserver.New(fakeserver.Config{
+		Host: host, Port: p, Params: params, ColdStart: 100 * time.Millisecond,
+		ShutdownTimeout: time.Second, HealthStallBusy: healthStallBusy,
+	}, log)
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	fmt.Println("listening")
+	if err := srv.Run(ctx); err != nil {
+		fmt.Println("serve:", err)
+		return 1
 	}
 	return 0
 }

@@ -127,9 +127,13 @@ func (s *Supervisor) tick(ctx context.Context) {
 
 	s.mu.Lock()
 	now = s.cfg.Now()
-	for _, p := range probes {
-		if s.instances[p.inst.id] == p.inst && p.inst.gen == p.gen && p.inst.running {
-			s.applyLocked(p, now)
+	// Scrapes first, so that a health check is judged with the scrape taken beside it: a
+	// server that does not answer its health check while it works shows it in that scrape.
+	for _, health := range []bool{false, true} {
+		for _, p := range probes {
+			if p.health == health && s.instances[p.inst.id] == p.inst && p.inst.gen == p.gen && p.inst.running {
+				s.applyLocked(p, now)
+			}
 		}
 	}
 	s.advanceLocked(now)
@@ -208,6 +212,7 @@ func (s *Supervisor) applyLocked(p *probe, now time.Time) {
 		}
 		inst.metrics = m
 		inst.scrapeAt = p.at
+		inst.noteScrapeLocked(m)
 		return
 	}
 
@@ -241,27 +246,6 @@ func (s *Supervisor) applyLocked(p *probe, now time.Time) {
 	inst.message = ""
 	s.setPhaseLocked(inst, llmscalerv1.InstancePhase_INSTANCE_PHASE_READY)
 	inst.log.Info("instance ready", "cold_start", inst.coldStart)
-}
-
-// livenessLocked records a READY instance's health check. A server that stops answering
-// while its process lives on (a deadlocked engine, a wedged GPU) would otherwise stay READY
-// forever: after UnhealthyChecks failures in a row its process group is killed, and its exit
-// is handled as a crash, restarted with backoff up to max_restarts.
-func (s *Supervisor) livenessLocked(inst *instance, err error) {
-	if err == nil {
-		inst.unhealthy = 0
-		return
-	}
-	inst.unhealthy++
-	inst.log.Warn("ready instance failed a health check", "failures", inst.unhealthy, "of", s.cfg.UnhealthyChecks, "error", err)
-	if inst.unhealthy < s.cfg.UnhealthyChecks || !inst.watched {
-		return
-	}
-	inst.hung = fmt.Sprintf("hung: not healthy for %d checks %s apart (%v)", inst.unhealthy, s.cfg.HealthInterval, err)
-	inst.log.Error("instance hung; killing its process group", "pid", inst.pid, "failures", inst.unhealthy)
-	if err := signalGroup(inst.pid, syscall.SIGKILL); err != nil {
-		inst.log.Warn("cannot kill the hung instance", "error", err)
-	}
 }
 
 func (s *Supervisor) checkHealth(ctx context.Context, url string) error {
@@ -528,6 +512,7 @@ func (s *Supervisor) spawnLocked(inst *instance, now time.Time) error {
 	inst.readyAt, inst.coldStart = time.Time{}, 0
 	inst.recheck, inst.killed, inst.signalledAt = false, false, time.Time{}
 	inst.healthAt, inst.unhealthy, inst.hung = time.Time{}, 0, ""
+	inst.busyChecks, inst.progress, inst.lastScrape = 0, progressWindow{}, nil
 	s.dirty = true
 	inst.log.Info("instance started", "pid", pid, "port", port, "profile", inst.profile, "gpus", inst.gpus)
 	if s.onSpawn != nil {

@@ -54,8 +54,10 @@ type Config struct {
 	RestartBackoff backoff.Config
 	// HealthInterval is how often a READY instance's health path is checked; 0 means
 	// DefaultHealthInterval. After UnhealthyChecks failures in a row [DefaultUnhealthyChecks]
-	// the server is taken for hung: its process group is killed and it is restarted as after
-	// an unexpected exit.
+	// in which its metrics showed no progress either, the server is taken for hung: its
+	// process group is killed and it is restarted as after an unexpected exit. A failure
+	// while the metrics move is busy, not hung, and ends the run. Without Metrics the health
+	// check alone decides.
 	HealthInterval  time.Duration
 	UnhealthyChecks int
 	// Now is the clock of every deadline; nil means time.Now.
@@ -77,8 +79,10 @@ const (
 	// DefaultHealthInterval and DefaultUnhealthyChecks take a READY server for hung after
 	// three checks 10 s apart fail (each check times out with the watch loop's probes, 1 s at
 	// the default interval): the liveness probe usually given vLLM on Kubernetes (period 10 s,
-	// failure threshold 3, timeout 1 s). A busy server's event loop answers within that; one
-	// that has not answered for 20-30 s is stuck, and its GPUs are better restarted.
+	// failure threshold 3, timeout 1 s). vLLM's event loop answers within that while busy;
+	// llama.cpp's llama-server may not, which is why a failure while the metrics show
+	// progress does not count. One that has neither answered nor progressed for 20-30 s is
+	// stuck, and its GPUs are better restarted.
 	DefaultHealthInterval  = 10 * time.Second
 	DefaultUnhealthyChecks = 3
 )
@@ -181,12 +185,20 @@ type instance struct {
 	restartAt       time.Time // non-zero: no process, start one at this time
 	recheck         bool      // an adopted READY instance: check its health once
 	healthAt        time.Time // when a READY instance's last health check was started
-	unhealthy       int       // failed health checks in a row while READY
-	hung            string    // non-empty: killed as hung, for the message of its exit
-	endedAt         time.Time // when it became STOPPED or FAILED
+	// unhealthy counts the health checks in a row, while READY, with neither an answer
+	// nor progress in the metrics; busyChecks the failed checks that showed progress
+	// since the health path last answered. See livenessLocked.
+	unhealthy  int
+	busyChecks int
+	progress   progressWindow // what the scrapes showed since the last health check
+	hung       string         // non-empty: killed as hung, for the message of its exit
+	endedAt    time.Time      // when it became STOPPED or FAILED
 
 	metrics  *llmscalerv1.QueueMetrics
 	scrapeAt time.Time // when the last successful scrape was started
+	// lastScrape is the last successful scrape of the current process, nil before its
+	// first; metrics may still hold one of an earlier process.
+	lastScrape *llmscalerv1.QueueMetrics
 
 	stopping      bool
 	drainStart    time.Time

@@ -26,6 +26,7 @@ func runFakeserver(ctx context.Context, args []string, out io.Writer) error {
 	coldStart := fs.Duration("cold-start", 0, "time from start to healthy (default: the profile's)")
 	maxConcurrency := fs.Int("max-concurrency", 0, "most requests running at once (default: the profile's)")
 	shutdownTimeout := fs.Duration("shutdown-timeout", fakeserver.DefaultShutdownTimeout, "how long in-flight requests may run on after SIGTERM")
+	healthStallBusy := fs.Duration("health-stall-busy", 0, "model llama.cpp's llama-server: while requests are in flight, /health answers only after this long (0: at once)")
 	logLevel := fs.String("log-level", "info", "log level: trace, debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -48,6 +49,9 @@ func runFakeserver(ctx context.Context, args []string, out io.Writer) error {
 		}
 		params.ColdStart = *coldStart
 	}
+	if *healthStallBusy < 0 {
+		return fmt.Errorf("--health-stall-busy %s: must not be negative", *healthStallBusy)
+	}
 	if set["max-concurrency"] {
 		if *maxConcurrency < 1 {
 			return fmt.Errorf("--max-concurrency %d: want at least 1", *maxConcurrency)
@@ -60,6 +64,7 @@ func runFakeserver(ctx context.Context, args []string, out io.Writer) error {
 	}
 	srv, err := fakeserver.New(fakeserver.Config{
 		Host: *host, Port: *port, Model: *model, Params: params, ShutdownTimeout: *shutdownTimeout,
+		HealthStallBusy: *healthStallBusy,
 	}, log)
 	if err != nil {
 		return err

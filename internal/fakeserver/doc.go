@@ -7,6 +7,7 @@
 // Endpoints:
 //
 //	GET  /health               503 until the cold start has passed since Run began, then 200
+//	                           (late while busy, with Config.HealthStallBusy; see below)
 //	GET  /v1/models            the one model; owned_by says "llmscaler fakeserver (simulated)"
 //	POST /v1/completions       OpenAI completions, streaming (SSE) or not
 //	POST /v1/chat/completions  OpenAI chat completions, streaming (SSE) or not
@@ -27,4 +28,12 @@
 //
 // which overrides the estimate. Every response carries "system_fingerprint":
 // "llmscaler-fakeserver" so that no one mistakes it for a real model.
+//
+// Busy health. A real llama.cpp llama-server stops answering /health within a liveness
+// probe's deadline while it works through a long queue, though it keeps generating and its
+// token counters keep growing. Config.HealthStallBusy (llmscaler fakeserver
+// --health-stall-busy DURATION) models that: while any generation request is in flight,
+// queued or running, /health answers only after that long, or never if the client gives up
+// first. Generation and /metrics are not slowed, so the counters of /metrics go on advancing.
+// It is off by default: vLLM's /health answers while it is busy.
 package fakeserver

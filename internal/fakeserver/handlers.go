@@ -72,10 +72,23 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 var errStarting = &apiError{status: http.StatusServiceUnavailable, typ: "service_unavailable_error",
 	msg: displayName + " is still starting (simulated cold start)"}
 
-func (s *Server) handleHealth(w http.ResponseWriter, _ *http.Request) {
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	if !s.isHealthy() {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "starting", "server": displayName})
 		return
+	}
+	if stall := s.cfg.HealthStallBusy; stall > 0 && s.inFlight.Load() > 0 {
+		// Like a busy llama-server: the answer comes late, after a prober's deadline.
+		t := time.NewTimer(stall)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			return // the prober gave up; nobody reads an answer
+		case <-s.stopping:
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "stopping", "server": displayName})
+			return
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "server": displayName})
 }
@@ -234,6 +247,8 @@ func (s *Server) handleGeneration(w http.ResponseWriter, r *http.Request, chat b
 		writeError(w, apiErr)
 		return
 	}
+	s.inFlight.Add(1)
+	defer s.inFlight.Add(-1)
 
 	id := s.nextID.Add(1)
 	p := newPending()

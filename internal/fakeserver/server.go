@@ -55,6 +55,12 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// MaxBodyBytes caps request bodies; zero means DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// HealthStallBusy models llama.cpp's llama-server, which stops answering /health in
+	// time while it works through a long queue: while any generation request is in flight
+	// (queued or running), GET /health answers only after this long, or not at all if the
+	// client gives up first. Generation and /metrics go on as usual meanwhile. Zero: /health
+	// always answers at once.
+	HealthStallBusy time.Duration
 }
 
 // Server is a fake OpenAI-compatible LLM server whose timing comes from a
@@ -74,8 +80,10 @@ type Server struct {
 	abortCh  chan uint64
 
 	healthy  chan struct{} // closed when the cold start is over
+	stopping chan struct{} // closed when Run's context ends
 	loopDone chan struct{} // closed when the engine loop has stopped
 	nextID   atomic.Uint64
+	inFlight atomic.Int64 // generation requests between parsing and their answer
 	ran      atomic.Bool
 }
 
@@ -150,6 +158,9 @@ func New(cfg Config, log hclog.Logger) (*Server, error) {
 	if cfg.ColdStart < 0 {
 		return nil, fmt.Errorf("cold start %s: must not be negative", cfg.ColdStart)
 	}
+	if cfg.HealthStallBusy < 0 {
+		return nil, fmt.Errorf("health stall while busy %s: must not be negative", cfg.HealthStallBusy)
+	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = DefaultShutdownTimeout
 	}
@@ -176,6 +187,7 @@ func New(cfg Config, log hclog.Logger) (*Server, error) {
 		submitCh:  make(chan submission),
 		abortCh:   make(chan uint64),
 		healthy:   make(chan struct{}),
+		stopping:  make(chan struct{}),
 		loopDone:  make(chan struct{}),
 	}
 	mux := http.NewServeMux()
@@ -208,15 +220,18 @@ func (s *Server) Run(ctx context.Context) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.http.Serve(s.ln) }()
 	s.log.Info(displayName+" serving", "addr", s.Addr(), "cold_start", s.coldStart,
-		"max_concurrency", s.cfg.Params.MaxConcurrency, "kv_cache_tokens", s.cfg.Params.KVCacheTokens)
+		"max_concurrency", s.cfg.Params.MaxConcurrency, "kv_cache_tokens", s.cfg.Params.KVCacheTokens,
+		"health_stall_busy", s.cfg.HealthStallBusy)
 
 	select {
 	case <-ctx.Done():
 	case err := <-serveErr:
+		close(s.stopping)
 		stopLoop()
 		<-s.loopDone
 		return fmt.Errorf("serve: %w", err)
 	}
+	close(s.stopping) // a stalled /health must not hold up the shutdown
 
 	s.log.Info("shutting down, finishing in-flight requests", "timeout", s.cfg.ShutdownTimeout)
 	shCtx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)

@@ -7,9 +7,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -589,6 +591,104 @@ func TestShutdownTimeout(t *testing.T) {
 	}
 }
 
+// With HealthStallBusy, /health does not answer while a request is in flight, as a busy
+// llama-server does, while the request and the metrics go on; idle, it answers at once.
+func TestHealthStallsWhileBusy(t *testing.T) {
+	ts := start(t, Config{Params: fastParams(), HealthStallBusy: time.Hour})
+	if code, _ := ts.get(t, "/health"); code != http.StatusOK {
+		t.Fatalf("idle /health: %d, want 200 at once", code)
+	}
+
+	resp := ts.post(t, "/v1/completions", `{"prompt":"hi","max_tokens":1000,"stream":true}`)
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	for range 2 { // the first token's event and its blank line: it is running
+		if _, err := br.ReadString('\n'); err != nil {
+			t.Fatal(err)
+		}
+	}
+	impatient := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 300 * time.Millisecond}
+	if r, err := impatient.Get(ts.url + "/health"); err == nil {
+		r.Body.Close()
+		t.Errorf("busy /health answered %s; want no answer within the prober's deadline", r.Status)
+	}
+	before := value(t, ts.metrics(t), "vllm:generation_tokens_total")
+	waitFor(t, "generated tokens to grow while /health stalls", 10*time.Second, func() bool {
+		return value(t, ts.metrics(t), "vllm:generation_tokens_total") > before
+	})
+
+	chunks, done := readSSE(t, br)
+	if !done || len(chunks) != 999 {
+		t.Errorf("the request did not finish while /health stalled: %d more chunks, done %v", len(chunks), done)
+	}
+	waitFor(t, "/health to answer once idle", 10*time.Second, func() bool {
+		r, err := impatient.Get(ts.url + "/health")
+		if err != nil {
+			return false
+		}
+		r.Body.Close()
+		return r.StatusCode == http.StatusOK
+	})
+}
+
+// A /health stalled by a busy server ends when the server shuts down, rather than holding
+// up the shutdown.
+func TestStalledHealthEndsAtShutdown(t *testing.T) {
+	srv, err := New(Config{Params: fastParams(), HealthStallBusy: time.Hour, ShutdownTimeout: time.Hour}, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var active atomic.Int64 // connections that have sent a request
+	srv.http.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateActive {
+			active.Add(1)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	runErr := make(chan error, 1)
+	go func() { runErr <- srv.Run(ctx) }()
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	url := "http://" + srv.Addr()
+
+	resp, err := client.Post(url+"/v1/completions", "application/json", strings.NewReader(`{"prompt":"hi","max_tokens":1000,"stream":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	if _, err := br.ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	health := make(chan int, 1)
+	go func() {
+		r, err := client.Get(url + "/health")
+		if err != nil {
+			health <- 0
+			return
+		}
+		r.Body.Close()
+		health <- r.StatusCode
+	}()
+	// Once its connection is active the shutdown waits for the health request's answer.
+	waitFor(t, "the health request to reach the server", 10*time.Second, func() bool { return active.Load() >= 2 })
+	cancel() // with an hour's shutdown timeout, a /health held to the end would keep Run
+	if chunks, done := readSSEPartial(br); !done || chunks != 999 {
+		t.Errorf("the stream in flight did not finish at the shutdown: %d more chunks, done %v", chunks, done)
+	}
+	select {
+	case err := <-runErr:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return: the stalled /health holds up the shutdown")
+	}
+	if code := <-health; code != http.StatusServiceUnavailable {
+		t.Errorf("stalled /health at shutdown: %d, want 503", code)
+	}
+}
+
 // readSSEPartial counts the data events left in r until it ends.
 func readSSEPartial(r io.Reader) (chunks int, done bool) {
 	sc := bufio.NewScanner(r)
@@ -613,6 +713,7 @@ func TestNewRejects(t *testing.T) {
 		{"bad params", Config{Params: bad}},
 		{"bad port", Config{Port: 70000}},
 		{"negative cold start", Config{ColdStart: -time.Second}},
+		{"negative health stall", Config{HealthStallBusy: -time.Second}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if s, err := New(tc.cfg, hclog.NewNullLogger()); err == nil {
