@@ -90,6 +90,9 @@ type Profile struct {
 	// MaxRestarts is how many times an instance that exits unexpectedly is restarted before
 	// it is FAILED.
 	MaxRestarts int
+	// MaxInFlight is the most requests a router sends one instance at once (its batch, say);
+	// beyond it requests wait in the router, where any replica can take them. 0: no cap.
+	MaxInFlight int
 }
 
 // Catalog is a loaded catalog file. It is read-only and safe for concurrent use.
@@ -326,6 +329,8 @@ func (p *parser) profile(i int, n *yaml.Node) *Profile {
 			prof.GPUMemoryMiB = uint64(p.count(v, where, key))
 		case "max_restarts":
 			prof.MaxRestarts = int(p.count(v, where, key))
+		case "max_in_flight":
+			prof.MaxInFlight = int(p.count(v, where, key))
 		case "startup_timeout":
 			if d, ok := p.duration(v, where, key); ok && d == 0 {
 				p.errorf(v, "%sstartup_timeout: must be more than 0", where)

@@ -320,6 +320,7 @@ func TestLoad(t *testing.T) {
     stop_signal: SIGINT
     stop_grace: 1s
     max_restarts: 0
+    max_in_flight: 64
   - name: local.server_2
     command: ["./bin/server", '{"level": 3}']
     dialect: llamacpp
@@ -361,6 +362,7 @@ func TestLoad(t *testing.T) {
 		StopSignal:     syscall.SIGINT,
 		StopGrace:      time.Second,
 		MaxRestarts:    0,
+		MaxInFlight:    64,
 	}
 	checkProfile(t, p, &want)
 

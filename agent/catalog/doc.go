@@ -24,6 +24,7 @@
 //	    stop_signal: SIGTERM           # SIGTERM | SIGINT | SIGQUIT | SIGHUP | SIGUSR1 | SIGUSR2; default SIGTERM
 //	    stop_grace: 30s                # after the stop signal, SIGKILL the group; default 30s
 //	    max_restarts: 5                # restarts after unexpected exits before FAILED; default 5
+//	    max_in_flight: 256             # requests a router sends one instance at once; default 0 (no cap)
 //
 // Durations use Go syntax (90s, 10m, 1h30m). Unknown keys, duplicate keys and duplicate
 // profile names are errors, and every error names the file, the line and the key, for example

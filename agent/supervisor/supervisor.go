@@ -502,6 +502,9 @@ func (inst *instance) status(host string) *llmscalerv1.InstanceStatus {
 	if inst.port != 0 {
 		st.Endpoint = net.JoinHostPort(host, strconv.Itoa(inst.port))
 	}
+	if inst.prof != nil {
+		st.MaxInFlight = uint32(inst.prof.MaxInFlight)
+	}
 	if !inst.startedAt.IsZero() {
 		st.StartedAt = timestamppb.New(inst.startedAt)
 	}
