@@ -19,7 +19,7 @@ LDFLAGS  := -X $(MODULE)/internal/buildinfo.version=$(VERSION)
 # go-nvml's headers warn about deprecated declarations; the warnings say nothing about us.
 export CGO_CFLAGS ?= -Wno-deprecated-declarations
 
-BINARIES := llmscaler-controller llmscaler-agent llmscaler
+BINARIES := llmscaler-controller llmscaler-agent llmscaler-router llmscaler
 
 .PHONY: all build test test-short check check-deps check-proto check-fmt lint proto tools clean
 

@@ -39,7 +39,8 @@ func fleet(t *testing.T) string {
 				continue
 			}
 			b, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-			if strings.Contains(string(b), "fakeserver") && (strings.Contains(string(b), "--model\x00auto\x00") || strings.Contains(string(b), "--model\x00seed\x00")) {
+			if strings.Contains(string(b), "fakeserver") && (strings.Contains(string(b), "--model\x00auto\x00") ||
+				strings.Contains(string(b), "--model\x00seed\x00") || strings.Contains(string(b), "--model\x00zero\x00")) {
 				_ = syscall.Kill(pid, syscall.SIGKILL)
 			}
 		}

@@ -1,0 +1,153 @@
+//go:build linux
+
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	llmscalerv1 "github.com/llmscaler/llmscaler/proto/llmscaler/v1"
+)
+
+// TestRouterScalesFromZero runs the router issue's path with real processes: a controller, an
+// agent with fakeserver profiles, and llmscaler-router. A deployment at min_replicas 0 has no
+// server; the first request through the router waits while one starts and then succeeds; a
+// streamed answer arrives event by event; after the idle period the deployment is back at
+// zero. The fakeserver's cold start is 2 s (the example catalog), far shorter than a real
+// engine's minutes: the router's wait is the deployment's cold_start_wait either way.
+func TestRouterScalesFromZero(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	addr := fleet(t)
+	listen := freePort(t)
+	start(t, "router", bin(t, "llmscaler-router"), "--controller", addr, "--listen", listen, "--router-id", "r1",
+		"--report-interval", "500ms", "--log-level", "debug")
+	base := "http://" + listen
+	eventually(t, 20*time.Second, "the router up", func() error {
+		resp, err := http.Get(base + "/healthz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return nil
+	})
+
+	spec := `{"deployment":{"name":"zero","profile":"fake-llm","gpus_per_replica":1,"gpu_memory_mib":1000,"min_replicas":0,"max_replicas":2,
+	  "idle_to_zero":"15s","cold_start_wait":"60s",
+	  "policy":{"slo":{"target":"2s","scale_down_delay":"5s"},"stable_window":"10s"}}}`
+	if _, err := grpcurl(t, "-d", spec, addr, "llmscaler.v1.AdminService/ApplyDeployment"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	if ins, err := instances(t, addr, "zero"); err != nil || len(ins) != 0 {
+		t.Fatalf("instances %v (%v) before any request, want none at min_replicas 0", ins, err)
+	}
+
+	// The models list comes from the routing table.
+	eventually(t, 10*time.Second, "zero in /v1/models", func() error {
+		resp, err := http.Get(base + "/v1/models")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if !strings.Contains(string(b), `"zero"`) {
+			return fmt.Errorf("models %s", b)
+		}
+		return nil
+	})
+
+	// The first request waits for a cold start, then succeeds.
+	sent := time.Now()
+	resp, err := http.Post(base+"/v1/completions", "application/json",
+		strings.NewReader(`{"model":"zero","prompt":"hello there","max_tokens":16}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	waited := time.Since(sent)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("first request: %d %s", resp.StatusCode, body)
+	}
+	var out struct {
+		Choices []struct {
+			Text string `json:"text"`
+		} `json:"choices"`
+	}
+	if err := json.Unmarshal(body, &out); err != nil || len(out.Choices) != 1 {
+		t.Fatalf("first answer %s: %v", body, err)
+	}
+	t.Logf("router: the first request at zero replicas was answered after %v (a start from zero, 2 s cold start)", waited.Round(time.Millisecond))
+	if waited < 2*time.Second {
+		t.Errorf("answered after %v, faster than the server's 2 s cold start: it cannot have started from zero", waited)
+	}
+	found := false
+	for _, d := range decisions(t, addr, "zero") {
+		found = found || strings.Contains(d.GetReason(), "scale from zero")
+	}
+	if !found {
+		t.Error("no decision says it scaled from zero")
+	}
+
+	// A stream arrives event by event, not buffered whole: the fakeserver paces tokens, so
+	// the first event reaches the client well before the last.
+	resp, err = http.Post(base+"/v1/completions", "application/json",
+		strings.NewReader(`{"model":"zero","prompt":"count","max_tokens":32,"stream":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("stream: %d %s %s", resp.StatusCode, resp.Header.Get("Content-Type"), b)
+	}
+	var times []time.Time
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if bytes.HasPrefix(sc.Bytes(), []byte("data: ")) {
+			times = append(times, time.Now())
+		}
+	}
+	resp.Body.Close()
+	if len(times) < 10 {
+		t.Fatalf("%d stream events, want one per token", len(times))
+	}
+	spread := times[len(times)-1].Sub(times[0])
+	t.Logf("router: %d stream events over %v", len(times), spread.Round(time.Millisecond))
+	if spread < 50*time.Millisecond {
+		t.Errorf("all %d events arrived within %v: the stream was buffered", len(times), spread)
+	}
+
+	// Errors in OpenAI's shape.
+	resp, err = http.Post(base+"/v1/completions", "application/json", strings.NewReader(`{"model":"nope","prompt":"x"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound || !strings.Contains(string(b), `"error"`) {
+		t.Errorf("unknown model: %d %s", resp.StatusCode, b)
+	}
+
+	// Idle: back to zero after the idle period and the scale-down delay.
+	idleFrom := time.Now()
+	eventually(t, 90*time.Second, "back to zero replicas", func() error {
+		ins, err := instances(t, addr, "zero")
+		if err != nil {
+			return err
+		}
+		if live := len(byPhase(ins, llmscalerv1.InstancePhase_INSTANCE_PHASE_READY)) + len(byPhase(ins, llmscalerv1.InstancePhase_INSTANCE_PHASE_STARTING)); live > 0 {
+			return fmt.Errorf("%d live instances", live)
+		}
+		return nil
+	})
+	t.Logf("router: back to zero %v after the last request (idle_to_zero 15 s)", time.Since(idleFrom).Round(time.Second))
+}
