@@ -12,14 +12,16 @@ import (
 	"github.com/llmscaler/llmscaler/internal/logging"
 )
 
-// runLoad sends an open-loop workload to one server or to a deployment's READY instances,
-// shows progress on stderr and prints a summary when it ends (or is interrupted).
+// runLoad sends an open-loop workload to one server, to a deployment's READY instances or
+// through a router, shows progress on stderr and prints a summary when it ends (or is
+// interrupted).
 func runLoad(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("llmscaler load", flag.ContinueOnError)
 	var cfg loadgen.Config
 	fs.StringVar(&cfg.URL, "url", "", "base URL of one server, e.g. http://127.0.0.1:8000")
+	fs.StringVar(&cfg.Router, "router", "", "base URL of an OpenAI-compatible router (llmscaler-router), e.g. http://127.0.0.1:7410: send every request there, with model --model (default --deployment), and let it pick the instance; no --controller needed (if given, it is not used); its 503s (no instance in time) and 429s count by status")
 	fs.StringVar(&cfg.Controller, "controller", "", "controller gRPC address; send to the READY instances of --deployment (least outstanding requests)")
-	fs.StringVar(&cfg.Deployment, "deployment", "", "deployment whose instances take the load (with --controller)")
+	fs.StringVar(&cfg.Deployment, "deployment", "", "deployment that takes the load (with --controller, or --router: the model it routes by)")
 	fs.StringVar(&cfg.Model, "model", "", "model field of the requests (default: the deployment's name; none with --url)")
 	fs.Float64Var(&cfg.RPS, "rps", 0, "constant Poisson arrival rate, requests/s")
 	fs.StringVar(&cfg.Schedule, "schedule", "", "Poisson arrival rate over time: "+loadgen.ScheduleSyntax)
@@ -53,11 +55,7 @@ func runLoad(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	target := cfg.URL
-	if target == "" {
-		target = fmt.Sprintf("deployment %q via controller %s", cfg.Deployment, cfg.Controller)
-	}
-	fmt.Fprintf(os.Stderr, "llmscaler load: %s to %s\n", g.Workload(), target)
+	fmt.Fprintf(os.Stderr, "llmscaler load: %s to %s\n", g.Workload(), g.Target())
 	sum, err := g.Run(ctx)
 	if err != nil {
 		return err

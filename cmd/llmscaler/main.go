@@ -17,7 +17,7 @@ const usage = `usage: llmscaler <command> [flags]
 commands:
   demo      run a controller (embedded etcd) and fake-GPU agents in one process and show the fleet
   fakeserver serve a simulated OpenAI-compatible LLM server with vLLM metrics (no GPU needed)
-  load      send open-loop load (Poisson, a schedule or a trace) to a server or a deployment
+  load      send open-loop load (Poisson, a schedule or a trace) to a server, a deployment or a router
   sim       replay a workload through the scaling policies on simulated replicas and compare them
   version   print the version
 

@@ -30,6 +30,12 @@
 // request that arrives while no instance is READY counts as an error of kind "no ready
 // instance"; it does not wait.
 //
+// Or a router (Config.Router, package router): every request goes to that one URL with the
+// deployment's name (or Config.Model) as its model, and the router picks the instance, waits
+// for one to start or answers 503 with Retry-After. Such answers count as "http 503" (or
+// "http 429", "http 502", ...), like any other status; the generator does not retry them,
+// so what the router turned away shows in the summary. The controller is not needed.
+//
 // # Requests and figures
 //
 // Each request is POST /v1/completions with stream true, max_tokens the output length,

@@ -41,7 +41,8 @@ const (
 )
 
 // Config configures a Generator. Exactly one workload (RPS, Schedule or TraceFile) and one
-// kind of target (URL, Controller with Deployment, or Targets) must be set.
+// kind of target (URL, Router, Controller with Deployment, or Targets) must be set; Router
+// may come with a Controller, which it then makes unused.
 type Config struct {
 	// RPS is a constant Poisson arrival rate, in requests per second.
 	RPS float64
@@ -69,15 +70,23 @@ type Config struct {
 
 	// URL is the base URL of a single server, such as http://127.0.0.1:8000.
 	URL string
+	// Router is the base URL of an OpenAI-compatible router (package router), such as
+	// http://127.0.0.1:7410: every request goes there and the router picks the instance by
+	// the request's model, so the model must be set (Model, or Deployment). The router's
+	// own errors (503 with Retry-After when no instance was free in time, 429, 502) are
+	// counted by status like any other answer; they are not retried, so the load stays
+	// open-loop.
+	Router string
 	// Controller is the controller's gRPC address; the targets are the READY instances of
-	// Deployment, refreshed every RefreshInterval.
+	// Deployment, refreshed every RefreshInterval. Unused when Router is set.
 	Controller string
-	// Deployment is the deployment whose instances Controller lists.
+	// Deployment is the deployment whose instances Controller lists; with Router, the
+	// default model.
 	Deployment string
 	// Targets lists the targets instead of URL or Controller, for tests and embedding.
 	Targets TargetLister
 	// Model is the model field of each request; default Deployment, or none with URL (servers
-	// that serve one model accept that).
+	// that serve one model accept that). With Router it picks the deployment.
 	Model string
 
 	// RequestTimeout bounds each request. Zero means DefaultRequestTimeout.
@@ -229,25 +238,38 @@ func (g *Generator) workloadSource() error {
 	return nil
 }
 
-// checkTargets checks that exactly one kind of target is set.
+// checkTargets checks that exactly one kind of target is set. A router makes a controller
+// unneeded, so the two may come together: the router is used.
 func (g *Generator) checkTargets() error {
 	cfg := &g.cfg
 	n := 0
-	for _, set := range []bool{cfg.URL != "", cfg.Controller != "", cfg.Targets != nil} {
+	for _, set := range []bool{cfg.URL != "", cfg.Router != "", cfg.Controller != "" && cfg.Router == "", cfg.Targets != nil} {
 		if set {
 			n++
 		}
 	}
 	if n != 1 {
-		return errors.New("set exactly one target: a URL, or a controller and a deployment")
+		return errors.New("set exactly one target: a server URL (--url), a router URL (--router), or a controller and a deployment (--controller, --deployment)")
 	}
 	switch {
 	case cfg.URL != "":
-		u, err := url.Parse(cfg.URL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("url %q: want http://host:port", cfg.URL)
+		u, err := checkBaseURL(cfg.URL)
+		if err != nil {
+			return fmt.Errorf("url %q: %w", cfg.URL, err)
 		}
-		cfg.URL = strings.TrimRight(cfg.URL, "/")
+		cfg.URL = u
+	case cfg.Router != "":
+		u, err := checkBaseURL(cfg.Router)
+		if err != nil {
+			return fmt.Errorf("router %q: %w", cfg.Router, err)
+		}
+		cfg.Router = u
+		if cfg.Model == "" {
+			cfg.Model = cfg.Deployment
+		}
+		if cfg.Model == "" {
+			return errors.New("a router needs a model to route by: set a deployment (--deployment) or a model (--model)")
+		}
 	case cfg.Controller != "":
 		if cfg.Deployment == "" {
 			return errors.New("a controller needs a deployment")
@@ -257,6 +279,15 @@ func (g *Generator) checkTargets() error {
 		}
 	}
 	return nil
+}
+
+// checkBaseURL checks that s is an http(s) base URL and returns it without a trailing slash.
+func checkBaseURL(s string) (string, error) {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", errors.New("want http://host:port")
+	}
+	return strings.TrimRight(s, "/"), nil
 }
 
 // Run sends the workload until it ends, Config.Duration passes or ctx ends, waits for the
@@ -273,6 +304,11 @@ func (g *Generator) Run(ctx context.Context) (Summary, error) {
 	switch {
 	case cfg.URL != "":
 		lister = staticTargets{cfg.URL}
+	case cfg.Router != "":
+		lister = staticTargets{cfg.Router}
+		if cfg.Controller != "" {
+			g.log.Info("sending through the router, the controller is not used", "router", cfg.Router, "controller", cfg.Controller)
+		}
 	case cfg.Controller != "":
 		conn, err := grpc.NewClient(cfg.Controller, transport.DialOptions(transport.Plaintext)...)
 		if err != nil {
@@ -458,7 +494,7 @@ func (g *Generator) progressLoop(ctx context.Context, start time.Time, sendingEn
 			ttft = fmt.Sprintf("p50 %s p95 %s", fmtDur(p.ttft.P50), fmtDur(p.ttft.P95))
 		}
 		targets := ""
-		if g.cfg.URL == "" {
+		if g.cfg.URL == "" && g.cfg.Router == "" {
 			targets = fmt.Sprintf(" | %d ready", bal.count())
 		}
 		fmt.Fprintf(g.cfg.Progress, "[%6s] target %.1f rps | sent %d ok %d err %d drop %d | in flight %d%s | ttft %s\n",
@@ -492,3 +528,17 @@ func (g *Generator) summary(rec *recorder, bal *balancer, src source, sending, e
 
 // Workload describes the arrivals, as the summary does.
 func (g *Generator) Workload() string { return g.workload }
+
+// Target describes where the requests go.
+func (g *Generator) Target() string {
+	cfg := g.cfg
+	switch {
+	case cfg.URL != "":
+		return cfg.URL
+	case cfg.Router != "":
+		return fmt.Sprintf("model %q via router %s", cfg.Model, cfg.Router)
+	case cfg.Controller != "":
+		return fmt.Sprintf("deployment %q via controller %s", cfg.Deployment, cfg.Controller)
+	}
+	return "the listed targets"
+}

@@ -13,7 +13,8 @@ import (
 	"time"
 )
 
-// Error kinds, the keys of Summary.Errors besides "http NNN" (a status other than 200).
+// Error kinds, the keys of Summary.Errors besides "http NNN" (a status other than 200, such
+// as a router's 503 when no instance was free in time).
 const (
 	// KindNoTarget: no instance of the deployment was READY when the request arrived.
 	KindNoTarget = "no ready instance"
@@ -105,8 +106,14 @@ func send(runCtx context.Context, client *http.Client, target, model string, a A
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return outcome{kind: httpKind(resp.StatusCode), msg: errorMessage(msg)}
+		// An answer, not a failure to connect: a router's 503 (no instance free in time) or
+		// 429 counts under its status. Retry-After goes to the log; the request is not retried.
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		msg := errorMessage(body)
+		if ra := resp.Header.Get("Retry-After"); ra != "" {
+			msg += " (retry after " + ra + ")"
+		}
+		return outcome{kind: httpKind(resp.StatusCode), msg: msg}
 	}
 
 	out := outcome{}
