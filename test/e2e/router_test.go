@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -150,4 +152,138 @@ func TestRouterScalesFromZero(t *testing.T) {
 		return nil
 	})
 	t.Logf("router: back to zero %v after the last request (idle_to_zero 15 s)", time.Since(idleFrom).Round(time.Second))
+}
+
+// TestRouterFollowsScaling puts `llmscaler load --router` through the router while the slo
+// policy scales up and back down: every new instance gets its first request within one
+// report interval (1 s, with 0.5 s for this test's polling) of turning READY, and no request
+// fails, the scale-down's drain included (the load goes on at a lower rate while it runs).
+func TestRouterFollowsScaling(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	addr := fleet(t)
+	listen := freePort(t)
+	start(t, "router", bin(t, "llmscaler-router"), "--controller", addr, "--listen", listen, "--router-id", "r1", "--report-interval", "500ms")
+	base := "http://" + listen
+	spec := `{"deployment":{"name":"auto","profile":"fake-llm","gpus_per_replica":1,"gpu_memory_mib":1000,"min_replicas":1,"max_replicas":4,
+	  "policy":{"slo":{"target":"2s","scale_down_delay":"5s"},"stable_window":"10s"}}}`
+	if _, err := grpcurl(t, "-d", spec, addr, "llmscaler.v1.AdminService/ApplyDeployment"); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, addr, "auto", 1, 30*time.Second)
+	eventually(t, 10*time.Second, "auto routable", func() error {
+		resp, err := http.Post(base+"/v1/completions", "application/json", strings.NewReader(`{"model":"auto","prompt":"x","max_tokens":2}`))
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	})
+
+	out := filepath.Join(t.TempDir(), "load.json")
+	loadStart := time.Now()
+	load := start(t, "load", bin(t, "llmscaler"), "load", "--router", base, "--deployment", "auto",
+		"--schedule", "0s:2,8s:14,30s:2", "--duration", "55s", "--prompt-tokens", "128", "--output-tokens", "64",
+		"--progress-interval", "10s", "--json", out)
+
+	// Watch instances turn READY and see when each first serves a request (its own metrics).
+	type seen struct {
+		ready, served time.Time
+		endpoint      string
+	}
+	inst := map[string]*seen{}
+	poll := time.NewTicker(100 * time.Millisecond)
+	defer poll.Stop()
+	for running := true; running; {
+		select {
+		case <-load.done:
+			running = false
+		case <-poll.C:
+		}
+		ins, err := instances(t, addr, "auto")
+		if err != nil {
+			continue
+		}
+		for _, s := range byPhase(ins, llmscalerv1.InstancePhase_INSTANCE_PHASE_READY) {
+			e := inst[s.GetInstanceId()]
+			if e == nil {
+				e = &seen{ready: s.GetReadyAt().AsTime(), endpoint: s.GetEndpoint()}
+				inst[s.GetInstanceId()] = e
+			}
+			if e.served.IsZero() && served(e.endpoint) > 0 {
+				e.served = time.Now()
+			}
+		}
+	}
+	fresh := 0
+	for id, e := range inst {
+		if e.ready.Before(loadStart) {
+			continue
+		}
+		fresh++
+		if e.served.IsZero() {
+			t.Errorf("%s turned READY at %s and never served a request through the router", id, e.ready.Format("15:04:05.000"))
+			continue
+		}
+		lag := e.served.Sub(e.ready)
+		t.Logf("router: %s served its first request %v after turning READY", id, lag.Round(10*time.Millisecond))
+		if lag > 1500*time.Millisecond {
+			t.Errorf("%s got its first request %v after turning READY, want within one report interval", id, lag)
+		}
+	}
+	if fresh == 0 {
+		t.Fatal("no instance was started under the load")
+	}
+	var downDuringLoad bool
+	loadEnd := loadStart.Add(55 * time.Second)
+	for _, d := range acted(decisions(t, addr, "auto")) {
+		at := d.GetTime().AsTime()
+		if d.GetToReplicas() < d.GetFromReplicas() && at.After(loadStart) && at.Before(loadEnd) {
+			downDuringLoad = true
+		}
+	}
+	if !downDuringLoad {
+		t.Error("no scale-down while the load went on: the drain was not exercised")
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum struct {
+		Sent   int            `json:"sent"`
+		OK     int            `json:"ok"`
+		Errors map[string]int `json:"errors_by_kind"`
+	}
+	if err := json.Unmarshal(b, &sum); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("router: load sent %d, ok %d, errors %v", sum.Sent, sum.OK, sum.Errors)
+	if sum.Sent < 200 || sum.OK != sum.Sent {
+		t.Errorf("load through the router: %d sent, %d ok, errors %v; want every request answered", sum.Sent, sum.OK, sum.Errors)
+	}
+}
+
+// served is the requests a fakeserver at endpoint finished or is running, from its metrics.
+func served(endpoint string) float64 {
+	resp, err := http.Get("http://" + endpoint + "/metrics")
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	total := 0.0
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "vllm:request_success_total") || strings.HasPrefix(line, "vllm:num_requests_running") {
+			f := strings.Fields(line)
+			var v float64
+			if _, err := fmt.Sscanf(f[len(f)-1], "%g", &v); err == nil {
+				total += v
+			}
+		}
+	}
+	return total
 }
