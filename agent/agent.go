@@ -55,6 +55,11 @@ type Config struct {
 	// ReportBuffer is the number of reports kept while no stream is up; 0 means 300 (five
 	// minutes at the default interval). When it is full the oldest report is dropped.
 	ReportBuffer int
+	// HealthInterval is how often a READY server's health path is checked, and
+	// UnhealthyChecks how many checks in a row without an answer or progress take it for hung;
+	// 0 means the supervisor's defaults (10 s, 3).
+	HealthInterval  time.Duration
+	UnhealthyChecks int
 	// Credentials secure the connection to the controllers; nil means transport.Plaintext.
 	Credentials transport.Credentials
 	// Backoff spaces retries after a failed connection; zero means DefaultBackoff.
@@ -220,6 +225,9 @@ func New(cfg Config, log hclog.Logger) (*Agent, error) {
 			GPUs:     indices,
 			Interval: cfg.ReportInterval,
 			Metrics:  newScrapers(time.Now, func() { a.metrics.scrapeErrors.Inc() }),
+			// 0: the supervisor's defaults (10 s, 3 checks).
+			HealthInterval:  cfg.HealthInterval,
+			UnhealthyChecks: cfg.UnhealthyChecks,
 		}, log)
 		if err != nil {
 			backend.Close()

@@ -35,9 +35,17 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.InstanceHost, "instance-host", "127.0.0.1", "address model servers bind to ({host} in the catalog)")
 	fs.IntVar(&cfg.FakeGPUs, "fake-gpus", 8, "number of simulated GPUs with --gpu-backend fake")
 	fs.IntVar(&cfg.ReportBuffer, "report-buffer", 0, "reports kept while disconnected (default 300)")
+	fs.DurationVar(&cfg.HealthInterval, "health-interval", 0, "how often a READY server's health path is checked (default 10s)")
+	fs.IntVar(&cfg.UnhealthyChecks, "unhealthy-checks", 0, "checks in a row with neither a health answer nor progress in the metrics before a server is taken for hung and killed (default 3)")
 	common.Register(fs)
 	if ok, err := common.Parse(fs, args); !ok {
 		return err
+	}
+	if cfg.HealthInterval < 0 {
+		return fmt.Errorf("--health-interval %v: must not be negative", cfg.HealthInterval)
+	}
+	if cfg.UnhealthyChecks < 0 {
+		return fmt.Errorf("--unhealthy-checks %d: must not be negative", cfg.UnhealthyChecks)
 	}
 	for _, c := range strings.Split(controllers, ",") {
 		if c = strings.TrimSpace(c); c == "" {

@@ -19,8 +19,15 @@ import (
 // the controller's address.
 func fleet(t *testing.T) string {
 	t.Helper()
+	return fleetWith(t, repoFile(t, "examples/catalog-fake.yaml"))
+}
+
+// fleetWith is fleet with a catalog of its own (its `"../bin/llmscaler"` is replaced by the
+// built binary) and extra agent flags.
+func fleetWith(t *testing.T, catalog string, agentArgs ...string) string {
+	t.Helper()
 	dir := t.TempDir()
-	cat := strings.ReplaceAll(repoFile(t, "examples/catalog-fake.yaml"), `"../bin/llmscaler"`, strconv.Quote(bin(t, "llmscaler")))
+	cat := strings.ReplaceAll(catalog, `"../bin/llmscaler"`, strconv.Quote(bin(t, "llmscaler")))
 	catPath := filepath.Join(dir, "catalog.yaml")
 	if err := os.WriteFile(catPath, []byte(cat), 0o600); err != nil {
 		t.Fatal(err)
@@ -28,8 +35,8 @@ func fleet(t *testing.T) string {
 	addr := freePort(t)
 	start(t, "controller", bin(t, "llmscaler-controller"), "--data-dir", filepath.Join(dir, "c"), "--grpc-addr", addr,
 		"--http-addr", "-", "--etcd-client-addr", freePort(t), "--etcd-peer-addr", freePort(t), "--log-level", "debug")
-	start(t, "agent", bin(t, "llmscaler-agent"), "--controller", addr, "--node-id", "n1", "--gpu-backend", "fake", "--fake-gpus", "8",
-		"--catalog", catPath, "--data-dir", filepath.Join(dir, "agent"), "--http-addr", "")
+	start(t, "agent", bin(t, "llmscaler-agent"), append([]string{"--controller", addr, "--node-id", "n1", "--gpu-backend", "fake", "--fake-gpus", "8",
+		"--catalog", catPath, "--data-dir", filepath.Join(dir, "agent"), "--http-addr", ""}, agentArgs...)...)
 	// Servers outlive their agent by design; make sure none outlives the test.
 	t.Cleanup(func() {
 		out, _ := os.ReadDir("/proc")
@@ -40,7 +47,7 @@ func fleet(t *testing.T) string {
 			}
 			b, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
 			if strings.Contains(string(b), "fakeserver") && (strings.Contains(string(b), "--model\x00auto\x00") ||
-				strings.Contains(string(b), "--model\x00seed\x00") || strings.Contains(string(b), "--model\x00zero\x00")) {
+				strings.Contains(string(b), "--model\x00seed\x00") || strings.Contains(string(b), "--model\x00zero\x00") || strings.Contains(string(b), "--model\x00surge\x00")) {
 				_ = syscall.Kill(pid, syscall.SIGKILL)
 			}
 		}
@@ -50,7 +57,7 @@ func fleet(t *testing.T) string {
 		if err != nil {
 			return err
 		}
-		if n.GetState() != llmscalerv1.NodeState_NODE_STATE_CONNECTED || len(n.GetProfiles()) != 1 {
+		if n.GetState() != llmscalerv1.NodeState_NODE_STATE_CONNECTED || len(n.GetProfiles()) == 0 {
 			return fmt.Errorf("n1 %v with profiles %v", n.GetState(), n.GetProfiles())
 		}
 		return nil

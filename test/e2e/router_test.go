@@ -287,3 +287,77 @@ func served(endpoint string) float64 {
 	}
 	return total
 }
+
+// stallCatalog is a fakeserver profile whose /health does not answer while it has work, as
+// a real llama.cpp server's does while it works through a queue.
+const stallCatalog = `profiles:
+  - name: stall-llm
+    command: ["../bin/llmscaler", "fakeserver", "--host", "{host}", "--port", "{port}",
+              "--model", "{deployment}", "--hardware", "cpu-tiny", "--cold-start", "1s", "--health-stall-busy", "30s"]
+    dialect: vllm
+    health_path: /health
+    metrics_path: /metrics
+    gpus: 1
+    gpu_memory_mib: 1000
+    startup_timeout: 60s
+    drain_timeout: 30s
+`
+
+// TestSurgeKillsNoBusyServer surges a replica whose health endpoint stalls while it is busy,
+// with the agent checking health every second and taking two silent checks for a hang: the
+// server answers no health check for the whole surge, but its metrics show progress, so it
+// is never killed and every request is answered.
+func TestSurgeKillsNoBusyServer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	addr := fleetWith(t, stallCatalog, "--health-interval", "1s", "--unhealthy-checks", "2")
+	listen := freePort(t)
+	start(t, "router", bin(t, "llmscaler-router"), "--controller", addr, "--listen", listen, "--router-id", "r1")
+	spec := `{"deployment":{"name":"surge","profile":"stall-llm","gpus_per_replica":1,"gpu_memory_mib":1000,"min_replicas":1,"max_replicas":1}}`
+	if _, err := grpcurl(t, "-d", spec, addr, "llmscaler.v1.AdminService/ApplyDeployment"); err != nil {
+		t.Fatal(err)
+	}
+	before := waitReady(t, addr, "surge", 1, 30*time.Second)[0]
+	out := filepath.Join(t.TempDir(), "load.json")
+	load := start(t, "load", bin(t, "llmscaler"), "load", "--router", "http://"+listen, "--deployment", "surge",
+		"--rps", "8", "--duration", "10s", "--prompt-tokens", "64", "--output-tokens", "32", "--json", out)
+	busy := false
+	for running := true; running; {
+		select {
+		case <-load.done:
+			running = false
+		case <-time.After(500 * time.Millisecond):
+		}
+		ins, err := instances(t, addr, "surge")
+		if err != nil {
+			continue
+		}
+		for _, in := range ins {
+			s := in.GetStatus()
+			if s.GetInstanceId() != before.GetInstanceId() || s.GetRestarts() != 0 || strings.Contains(s.GetMessage(), "hung") {
+				t.Fatalf("the busy server was taken for hung: %s phase %v restarts %d: %q", s.GetInstanceId(), s.GetPhase(), s.GetRestarts(), s.GetMessage())
+			}
+			busy = busy || strings.Contains(s.GetMessage(), "making progress")
+		}
+	}
+	if !busy {
+		t.Error("the agent never saw the health check fail while the server worked: the surge did not exercise the check")
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum struct {
+		Sent   int            `json:"sent"`
+		OK     int            `json:"ok"`
+		Errors map[string]int `json:"errors_by_kind"`
+	}
+	if err := json.Unmarshal(b, &sum); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("router: surge of %d requests on one stalling server: %d ok, errors %v", sum.Sent, sum.OK, sum.Errors)
+	if sum.Sent < 60 || sum.OK != sum.Sent {
+		t.Errorf("%d sent, %d ok, errors %v: want every request answered", sum.Sent, sum.OK, sum.Errors)
+	}
+}
