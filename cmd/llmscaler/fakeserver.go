@@ -26,6 +26,7 @@ func runFakeserver(ctx context.Context, args []string, out io.Writer) error {
 	coldStart := fs.Duration("cold-start", 0, "time from start to healthy (default: the profile's)")
 	maxConcurrency := fs.Int("max-concurrency", 0, "most requests running at once (default: the profile's)")
 	shutdownTimeout := fs.Duration("shutdown-timeout", fakeserver.DefaultShutdownTimeout, "how long in-flight requests may run on after SIGTERM")
+	metricsDialect := fs.String("metrics", "vllm", "dialect of /metrics: vllm (histograms and counters) or llamacpp (llama-server's gauges and token counters, no latency histograms, no finished-request counter)")
 	healthStallBusy := fs.Duration("health-stall-busy", 0, "model llama.cpp's llama-server: while requests are in flight, /health answers only after this long (0: at once)")
 	logLevel := fs.String("log-level", "info", "log level: trace, debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
@@ -64,7 +65,7 @@ func runFakeserver(ctx context.Context, args []string, out io.Writer) error {
 	}
 	srv, err := fakeserver.New(fakeserver.Config{
 		Host: *host, Port: *port, Model: *model, Params: params, ShutdownTimeout: *shutdownTimeout,
-		HealthStallBusy: *healthStallBusy,
+		HealthStallBusy: *healthStallBusy, Metrics: *metricsDialect,
 	}, log)
 	if err != nil {
 		return err

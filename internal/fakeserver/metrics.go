@@ -23,7 +23,9 @@ var (
 	}
 )
 
-// metrics are the vLLM-dialect series, on a registry of their own.
+// metrics are the server's series in its dialect, on a registry of their own. In the
+// llamacpp dialect the latency histograms and the finished-request counter are observed but
+// not exported, as llama-server exports none of them.
 type metrics struct {
 	reg *prometheus.Registry
 
@@ -35,7 +37,10 @@ type metrics struct {
 	last servermodel.Counters // engine counters already added
 }
 
-func newMetrics(model string) *metrics {
+func newMetrics(model, dialect string) *metrics {
+	if dialect == "llamacpp" {
+		return newLlamaCppMetrics()
+	}
 	reg := prometheus.NewRegistry()
 	labels := prometheus.Labels{"model_name": model}
 	gauge := func(name, help string) prometheus.Gauge {
@@ -89,4 +94,32 @@ func (m *metrics) addCounters(e *servermodel.Engine) {
 	m.promptTokens.Add(float64(c.PromptTokens - m.last.PromptTokens))
 	m.genTokens.Add(float64(c.GenerationTokens - m.last.GenerationTokens))
 	m.last = c
+}
+
+// newLlamaCppMetrics is llama-server's /metrics (tools/server, --metrics): the gauges and
+// token counters it exports under its own names. What llama-server lacks (latency
+// histograms, a finished-request counter) is kept off the registry.
+func newLlamaCppMetrics() *metrics {
+	reg := prometheus.NewRegistry()
+	gauge := func(name, help string) prometheus.Gauge {
+		g := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+		reg.MustRegister(g)
+		return g
+	}
+	counter := func(name, help string) prometheus.Counter {
+		c := prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+		reg.MustRegister(c)
+		return c
+	}
+	unexported := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "unexported"})
+	return &metrics{
+		reg:          reg,
+		waiting:      gauge("llamacpp:requests_deferred", "Number of requests deferred."),
+		running:      gauge("llamacpp:requests_processing", "Number of requests processing."),
+		kvUsage:      gauge("llamacpp:kv_cache_usage_ratio", "KV-cache usage. 1 means 100 percent usage."),
+		promptTokens: counter("llamacpp:prompt_tokens_total", "Number of prompt tokens processed."),
+		genTokens:    counter("llamacpp:tokens_predicted_total", "Number of generation tokens processed."),
+		ttft:         unexported, tpot: unexported, e2e: unexported, queue: unexported,
+		success: prometheus.NewCounter(prometheus.CounterOpts{Name: "unexported_total"}),
+	}
 }

@@ -61,6 +61,11 @@ type Config struct {
 	// client gives up first. Generation and /metrics go on as usual meanwhile. Zero: /health
 	// always answers at once.
 	HealthStallBusy time.Duration
+	// Metrics is the dialect of /metrics: "vllm" (default: vLLM's names, latency histograms
+	// and a finished-request counter) or "llamacpp" (llama.cpp's llama-server with
+	// --metrics: queue and batch gauges, KV-cache use and token counters only, with no
+	// latency histogram and no finished-request counter).
+	Metrics string
 }
 
 // Server is a fake OpenAI-compatible LLM server whose timing comes from a
@@ -161,6 +166,13 @@ func New(cfg Config, log hclog.Logger) (*Server, error) {
 	if cfg.HealthStallBusy < 0 {
 		return nil, fmt.Errorf("health stall while busy %s: must not be negative", cfg.HealthStallBusy)
 	}
+	switch cfg.Metrics {
+	case "":
+		cfg.Metrics = "vllm"
+	case "vllm", "llamacpp":
+	default:
+		return nil, fmt.Errorf("metrics dialect %q: want vllm or llamacpp", cfg.Metrics)
+	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = DefaultShutdownTimeout
 	}
@@ -181,7 +193,7 @@ func New(cfg Config, log hclog.Logger) (*Server, error) {
 		coldStart: coldStart,
 		log:       log.Named("fakeserver").With("model", cfg.Model),
 		ln:        ln,
-		metrics:   newMetrics(cfg.Model),
+		metrics:   newMetrics(cfg.Model, cfg.Metrics),
 		created:   time.Now().Unix(),
 		engine:    servermodel.NewEngine(cfg.Params),
 		submitCh:  make(chan submission),

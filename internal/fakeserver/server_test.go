@@ -740,3 +740,35 @@ func TestEstimateTokens(t *testing.T) {
 		}
 	}
 }
+
+// TestLlamaCppMetrics: the llamacpp dialect exports llama-server's gauges and token
+// counters under its names and nothing of vLLM's, in particular no latency histogram and no
+// finished-request counter, while generation works as before.
+func TestLlamaCppMetrics(t *testing.T) {
+	ts := start(t, Config{Params: fastParams(), Metrics: "llamacpp"})
+	waitFor(t, "healthy", 10*time.Second, func() bool { code, _ := ts.get(t, "/health"); return code == http.StatusOK })
+	resp := ts.post(t, "/v1/completions", `{"model":"`+DefaultModel+`","prompt":"hi","max_tokens":4}`)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("completion: %d", resp.StatusCode)
+	}
+	mfs := ts.metrics(t)
+	for _, name := range []string{"llamacpp:requests_deferred", "llamacpp:requests_processing", "llamacpp:kv_cache_usage_ratio",
+		"llamacpp:prompt_tokens_total", "llamacpp:tokens_predicted_total"} {
+		if mfs[name] == nil {
+			t.Errorf("%s missing", name)
+		}
+	}
+	if g := mfs["llamacpp:tokens_predicted_total"].GetMetric()[0].GetCounter().GetValue(); g < 4 {
+		t.Errorf("tokens predicted %g after a 4-token answer", g)
+	}
+	for name, mf := range mfs {
+		if strings.HasPrefix(name, "vllm:") || mf.GetType() == dto.MetricType_HISTOGRAM || strings.Contains(name, "unexported") {
+			t.Errorf("llamacpp dialect exports %s (%v)", name, mf.GetType())
+		}
+	}
+	if _, err := New(Config{Params: fastParams(), Metrics: "tgi"}, hclog.NewNullLogger()); err == nil {
+		t.Error("an unknown metrics dialect was accepted")
+	}
+}

@@ -47,7 +47,7 @@ func fleetWith(t *testing.T, catalog string, agentArgs ...string) string {
 			}
 			b, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
 			if strings.Contains(string(b), "fakeserver") && (strings.Contains(string(b), "--model\x00auto\x00") ||
-				strings.Contains(string(b), "--model\x00seed\x00") || strings.Contains(string(b), "--model\x00zero\x00") || strings.Contains(string(b), "--model\x00surge\x00")) {
+				strings.Contains(string(b), "--model\x00seed\x00") || strings.Contains(string(b), "--model\x00zero\x00") || strings.Contains(string(b), "--model\x00surge\x00") || strings.Contains(string(b), "--model\x00llama\x00")) {
 				_ = syscall.Kill(pid, syscall.SIGKILL)
 			}
 		}

@@ -361,3 +361,62 @@ func TestSurgeKillsNoBusyServer(t *testing.T) {
 		t.Errorf("%d sent, %d ok, errors %v: want every request answered", sum.Sent, sum.OK, sum.Errors)
 	}
 }
+
+// llamaCatalog is a fakeserver profile with llama.cpp's /metrics: no latency histogram and
+// no finished-request counter, only queue gauges and token counters.
+const llamaCatalog = `profiles:
+  - name: llama-llm
+    command: ["../bin/llmscaler", "fakeserver", "--host", "{host}", "--port", "{port}",
+              "--model", "{deployment}", "--hardware", "cpu-tiny", "--cold-start", "1s", "--metrics", "llamacpp"]
+    dialect: llamacpp
+    health_path: /health
+    metrics_path: /metrics
+    gpus: 1
+    gpu_memory_mib: 1000
+    startup_timeout: 60s
+    drain_timeout: 30s
+`
+
+// TestScalesOnRouterFigures runs a deployment whose engine exports no latency at all (the
+// llama.cpp dialect) under load through the router: the windows the slo policy decides on
+// carry TTFT, which only the router measured, and the deployment scales up.
+func TestScalesOnRouterFigures(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	addr := fleetWith(t, llamaCatalog)
+	listen := freePort(t)
+	start(t, "router", bin(t, "llmscaler-router"), "--controller", addr, "--listen", listen, "--router-id", "r1", "--report-interval", "500ms")
+	spec := `{"deployment":{"name":"llama","profile":"llama-llm","gpus_per_replica":1,"gpu_memory_mib":1000,"min_replicas":1,"max_replicas":4,
+	  "policy":{"slo":{"target":"2s"},"stable_window":"10s"}}}`
+	if _, err := grpcurl(t, "-d", spec, addr, "llmscaler.v1.AdminService/ApplyDeployment"); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, addr, "llama", 1, 30*time.Second)
+	// The engine reports no TTFT of its own.
+	if ins, err := instances(t, addr, "llama"); err != nil || len(ins) != 1 || ins[0].GetStatus().GetMetrics().GetTtft().GetCount() != 0 {
+		t.Fatalf("instances %v (%v): want one whose engine reports no TTFT", ins, err)
+	}
+	loadStart := time.Now()
+	load := start(t, "load", bin(t, "llmscaler"), "load", "--router", "http://"+listen, "--deployment", "llama",
+		"--schedule", "0s:1,5s:12", "--duration", "25s", "--prompt-tokens", "128", "--output-tokens", "64", "--progress-interval", "10s")
+	var up *llmscalerv1.Decision
+	eventually(t, 30*time.Second, "a scale-up decided on the router's TTFT", func() error {
+		for _, d := range acted(decisions(t, addr, "llama")) {
+			if d.GetToReplicas() > d.GetFromReplicas() && d.GetTime().AsTime().After(loadStart) {
+				up = d
+				return nil
+			}
+		}
+		return fmt.Errorf("none yet")
+	})
+	t.Logf("router: %s; panic window p95 TTFT %.2f s, stable %.2f s (the engine exports none)", up.GetReason(), up.GetPanic().GetTtftP95Seconds(), up.GetStable().GetTtftP95Seconds())
+	withTTFT := false
+	for _, d := range decisions(t, addr, "llama") {
+		withTTFT = withTTFT || d.GetPanic().GetTtftP95Seconds() > 0 || d.GetStable().GetTtftP95Seconds() > 0
+	}
+	if !withTTFT {
+		t.Error("no decision's windows carry a TTFT: the router's figures did not reach the policy")
+	}
+	<-load.done
+}
