@@ -815,6 +815,21 @@ func TestHealthyServerIsLeftAlone(t *testing.T) {
 func TestOldLogsOfForgottenInstancesAreDeleted(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, Config{})
+	// The watch loop sweeps on its first tick, with its own (empty) set of instances: wait
+	// for that sweep, or it races this test's and deletes live.log.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		h.s.mu.Lock()
+		swept := !h.s.sweptAt.IsZero()
+		h.s.mu.Unlock()
+		if swept {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the watch loop never swept the logs")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	dir := filepath.Join(h.dir, "logs")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)

@@ -303,7 +303,8 @@ const stallCatalog = `profiles:
     drain_timeout: 30s
 `
 
-// TestSurgeKillsNoBusyServer surges a replica whose health endpoint stalls while it is busy,
+// TestSurgeKillsNoBusyServer surges a replica whose health endpoint stalls while it is busy
+// (12 req/s of 128 tokens against cpu-tiny's 8 sequences at once: a queue the whole time),
 // with the agent checking health every second and taking two silent checks for a hang: the
 // server answers no health check for the whole surge, but its metrics show progress, so it
 // is never killed and every request is answered.
@@ -321,7 +322,7 @@ func TestSurgeKillsNoBusyServer(t *testing.T) {
 	before := waitReady(t, addr, "surge", 1, 30*time.Second)[0]
 	out := filepath.Join(t.TempDir(), "load.json")
 	load := start(t, "load", bin(t, "llmscaler"), "load", "--router", "http://"+listen, "--deployment", "surge",
-		"--rps", "8", "--duration", "10s", "--prompt-tokens", "64", "--output-tokens", "32", "--json", out)
+		"--rps", "12", "--duration", "10s", "--prompt-tokens", "64", "--output-tokens", "128", "--json", out)
 	busy := false
 	for running := true; running; {
 		select {
