@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -288,20 +289,30 @@ func served(endpoint string) float64 {
 	return total
 }
 
-// stallCatalog is a fakeserver profile whose /health does not answer while it has work, as
-// a real llama.cpp server's does while it works through a queue.
-const stallCatalog = `profiles:
-  - name: stall-llm
+// fakeCatalog is a catalog of one fakeserver profile on cpu-tiny with a 1 s cold start,
+// extra fakeserver flags and the agent's metrics dialect for it.
+func fakeCatalog(name, dialect string, flags ...string) string {
+	args := ""
+	for _, f := range flags {
+		args += ", " + strconv.Quote(f)
+	}
+	return fmt.Sprintf(`profiles:
+  - name: %s
     command: ["../bin/llmscaler", "fakeserver", "--host", "{host}", "--port", "{port}",
-              "--model", "{deployment}", "--hardware", "cpu-tiny", "--cold-start", "1s", "--health-stall-busy", "30s"]
-    dialect: vllm
+              "--model", "{deployment}", "--hardware", "cpu-tiny", "--cold-start", "1s"%s]
+    dialect: %s
     health_path: /health
     metrics_path: /metrics
     gpus: 1
     gpu_memory_mib: 1000
     startup_timeout: 60s
     drain_timeout: 30s
-`
+`, name, args, dialect)
+}
+
+// stallCatalog's server does not answer /health while it has work, as a real llama.cpp
+// server's does while it works through a queue.
+var stallCatalog = fakeCatalog("stall-llm", "vllm", "--health-stall-busy", "30s")
 
 // TestSurgeKillsNoBusyServer surges a replica whose health endpoint stalls while it is busy
 // (12 req/s of 128 tokens against cpu-tiny's 8 sequences at once: a queue the whole time),
@@ -363,20 +374,9 @@ func TestSurgeKillsNoBusyServer(t *testing.T) {
 	}
 }
 
-// llamaCatalog is a fakeserver profile with llama.cpp's /metrics: no latency histogram and
-// no finished-request counter, only queue gauges and token counters.
-const llamaCatalog = `profiles:
-  - name: llama-llm
-    command: ["../bin/llmscaler", "fakeserver", "--host", "{host}", "--port", "{port}",
-              "--model", "{deployment}", "--hardware", "cpu-tiny", "--cold-start", "1s", "--metrics", "llamacpp"]
-    dialect: llamacpp
-    health_path: /health
-    metrics_path: /metrics
-    gpus: 1
-    gpu_memory_mib: 1000
-    startup_timeout: 60s
-    drain_timeout: 30s
-`
+// llamaCatalog's server has llama.cpp's /metrics: no latency histogram and no
+// finished-request counter, only queue gauges and token counters.
+var llamaCatalog = fakeCatalog("llama-llm", "llamacpp", "--metrics", "llamacpp")
 
 // TestScalesOnRouterFigures runs a deployment whose engine exports no latency at all (the
 // llama.cpp dialect) under load through the router: the windows the slo policy decides on
