@@ -37,16 +37,6 @@ var leaderMethods = map[string]bool{
 	llmscalerv1.RouterService_ReportRouter_FullMethodName:    true,
 }
 
-// streamMessages makes the request and response messages of a forwarded server stream.
-var streamMessages = map[string]func() (req, resp proto.Message){
-	llmscalerv1.AdminService_WatchEvents_FullMethodName: func() (proto.Message, proto.Message) {
-		return &llmscalerv1.WatchEventsRequest{}, &llmscalerv1.WatchEventsResponse{}
-	},
-	llmscalerv1.AdminService_WatchEndpoints_FullMethodName: func() (proto.Message, proto.Message) {
-		return &llmscalerv1.WatchEndpointsRequest{}, &llmscalerv1.WatchEndpointsResponse{}
-	},
-}
-
 // leaderConn returns a connection to the current leader, or a status error saying why
 // there is none.
 func (c *Controller) leaderConn(ctx context.Context) (*grpc.ClientConn, error) {
@@ -99,8 +89,9 @@ func (c *Controller) forwardContext(ctx context.Context) context.Context {
 	return metadata.NewOutgoingContext(ctx, out)
 }
 
-// newReply makes an empty reply message for a method, from the generated descriptors.
-func newReply(fullMethod string) (proto.Message, error) {
+// newMessages makes an empty request and reply message for a method, from the generated
+// descriptors.
+func newMessages(fullMethod string) (req, reply proto.Message, err error) {
 	// "/llmscaler.v1.AdminService/ListNodes" -> service and method names.
 	svc, meth := "", ""
 	for i := len(fullMethod) - 1; i > 0; i-- {
@@ -111,21 +102,25 @@ func newReply(fullMethod string) (proto.Message, error) {
 	}
 	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(svc))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	sd, ok := d.(protoreflect.ServiceDescriptor)
 	if !ok {
-		return nil, fmt.Errorf("%s is not a service", svc)
+		return nil, nil, fmt.Errorf("%s is not a service", svc)
 	}
 	md := sd.Methods().ByName(protoreflect.Name(meth))
 	if md == nil {
-		return nil, fmt.Errorf("no method %s", fullMethod)
+		return nil, nil, fmt.Errorf("no method %s", fullMethod)
 	}
-	mt, err := protoregistry.GlobalTypes.FindMessageByName(md.Output().FullName())
+	in, err := protoregistry.GlobalTypes.FindMessageByName(md.Input().FullName())
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return mt.New().Interface(), nil
+	out, err := protoregistry.GlobalTypes.FindMessageByName(md.Output().FullName())
+	if err != nil {
+		return nil, nil, err
+	}
+	return in.New().Interface(), out.New().Interface(), nil
 }
 
 // unaryForward sends leader methods that reach a follower on to the leader.
@@ -137,7 +132,7 @@ func (c *Controller) unaryForward(ctx context.Context, req any, info *grpc.Unary
 	if err != nil {
 		return nil, err
 	}
-	reply, err := newReply(info.FullMethod)
+	_, reply, err := newMessages(info.FullMethod)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "forward %s: %v", info.FullMethod, err)
 	}
@@ -151,8 +146,7 @@ func (c *Controller) unaryForward(ctx context.Context, req any, info *grpc.Unary
 // streamForward sends the watches (WatchEvents, WatchEndpoints) that reach a follower on to
 // the leader and relays what it sends.
 func (c *Controller) streamForward(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	mk := streamMessages[info.FullMethod]
-	if !leaderMethods[info.FullMethod] || mk == nil || c.currentTerm() != nil {
+	if !leaderMethods[info.FullMethod] || !info.IsServerStream || c.currentTerm() != nil {
 		return handler(srv, ss)
 	}
 	ctx := ss.Context()
@@ -160,7 +154,10 @@ func (c *Controller) streamForward(srv any, ss grpc.ServerStream, info *grpc.Str
 	if err != nil {
 		return err
 	}
-	req, _ := mk()
+	req, reply, err := newMessages(info.FullMethod)
+	if err != nil {
+		return status.Errorf(codes.Internal, "forward %s: %v", info.FullMethod, err)
+	}
 	if err := ss.RecvMsg(req); err != nil {
 		return err
 	}
@@ -182,7 +179,7 @@ func (c *Controller) streamForward(srv any, ss grpc.ServerStream, info *grpc.Str
 	}
 	c.metrics.forwarded.Inc()
 	for {
-		_, resp := mk()
+		resp := reply.ProtoReflect().New().Interface()
 		if err := cs.RecvMsg(resp); err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil
