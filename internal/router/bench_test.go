@@ -13,12 +13,11 @@ import (
 	"time"
 )
 
-// BenchmarkRouter measures the latency the router adds to a request: each pair of
-// sub-benchmarks sends the same request, one at a time, straight to the backend
-// ("direct") and through the router ("router"); the difference of their ns/op is the
-// router's cost. The backend models an engine answering at once: it reads the body and
-// sends a short completion with usage, so the figures are all HTTP and router overhead.
-func BenchmarkRouter(b *testing.B) {
+// benchPair starts a backend that models an engine answering at once (it reads the body and
+// sends a short completion with usage) and a router in front of it serving model "m"; it
+// returns both base URLs.
+func benchPair(b *testing.B) (backendURL, frontURL string) {
+	b.Helper()
 	backend := startEngine(b, "bench", func(_ *engine, w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		w.Header().Set("Content-Type", "application/json")
@@ -37,6 +36,16 @@ func BenchmarkRouter(b *testing.B) {
 		front.Close()
 		r.Close()
 	})
+	return backend.url(), front.URL
+}
+
+// BenchmarkRouter measures the latency the router adds to a request: each pair of
+// sub-benchmarks sends the same request, one at a time, straight to the backend
+// ("direct") and through the router ("router"); the difference of their ns/op is the
+// router's cost. The backend models an engine answering at once: it reads the body and
+// sends a short completion with usage, so the figures are all HTTP and router overhead.
+func BenchmarkRouter(b *testing.B) {
+	backendURL, frontURL := benchPair(b)
 	tr := &http.Transport{MaxIdleConnsPerHost: 16, DisableCompression: true}
 	b.Cleanup(tr.CloseIdleConnections)
 	client := &http.Client{Transport: tr}
@@ -48,10 +57,10 @@ func BenchmarkRouter(b *testing.B) {
 		url  string
 		body []byte
 	}{
-		{"direct", backend.url(), small},
-		{"router", front.URL, small},
-		{"direct-200KB", backend.url(), large},
-		{"router-200KB", front.URL, large},
+		{"direct", backendURL, small},
+		{"router", frontURL, small},
+		{"direct-200KB", backendURL, large},
+		{"router-200KB", frontURL, large},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			b.SetBytes(int64(len(tc.body)))
@@ -79,30 +88,13 @@ func BenchmarkRouter(b *testing.B) {
 //
 //	go test -run '^$' -bench RouterOpenLoop -benchtime 3x ./internal/router/
 func BenchmarkRouterOpenLoop(b *testing.B) {
-	backend := startEngine(b, "bench", func(_ *engine, w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = io.WriteString(w, `{"id":"cmpl-1","object":"text_completion","choices":[{"index":0,"text":"ok","finish_reason":"length"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}`)
-	})
-	r, err := New(Config{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := r.SetDeployments([]Deployment{{Name: "d", Models: []string{"m"},
-		Endpoints: []Endpoint{{ID: "bench", URL: backend.url()}}}}); err != nil {
-		b.Fatal(err)
-	}
-	front := httptest.NewServer(r)
-	b.Cleanup(func() {
-		front.Close()
-		r.Close()
-	})
+	backendURL, frontURL := benchPair(b)
 	tr := &http.Transport{MaxIdleConnsPerHost: 512, MaxConnsPerHost: 0, DisableCompression: true}
 	b.Cleanup(tr.CloseIdleConnections)
 	client := &http.Client{Transport: tr}
 	body := []byte(`{"model":"m","prompt":"Say ok.","max_tokens":1}`)
 	for _, rate := range []int{1000, 5000} {
-		for _, side := range []struct{ name, url string }{{"direct", backend.url()}, {"router", front.URL}} {
+		for _, side := range []struct{ name, url string }{{"direct", backendURL}, {"router", frontURL}} {
 			b.Run(fmt.Sprintf("%drps-%s", rate, side.name), func(b *testing.B) {
 				var all []time.Duration
 				failed := 0

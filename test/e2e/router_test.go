@@ -250,22 +250,31 @@ func TestRouterFollowsScaling(t *testing.T) {
 	if !downDuringLoad {
 		t.Error("no scale-down while the load went on: the drain was not exercised")
 	}
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum struct {
-		Sent   int            `json:"sent"`
-		OK     int            `json:"ok"`
-		Errors map[string]int `json:"errors_by_kind"`
-	}
-	if err := json.Unmarshal(b, &sum); err != nil {
-		t.Fatal(err)
-	}
+	sum := readLoadSummary(t, out)
 	t.Logf("router: load sent %d, ok %d, errors %v", sum.Sent, sum.OK, sum.Errors)
 	if sum.Sent < 200 || sum.OK != sum.Sent {
 		t.Errorf("load through the router: %d sent, %d ok, errors %v; want every request answered", sum.Sent, sum.OK, sum.Errors)
 	}
+}
+
+// loadSummary is the part of `llmscaler load --json` these tests read.
+type loadSummary struct {
+	Sent   int            `json:"sent"`
+	OK     int            `json:"ok"`
+	Errors map[string]int `json:"errors_by_kind"`
+}
+
+func readLoadSummary(t *testing.T, path string) loadSummary {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum loadSummary
+	if err := json.Unmarshal(b, &sum); err != nil {
+		t.Fatal(err)
+	}
+	return sum
 }
 
 // served is the requests a fakeserver at endpoint finished or is running, from its metrics.
@@ -356,18 +365,7 @@ func TestSurgeKillsNoBusyServer(t *testing.T) {
 	if !busy {
 		t.Error("the agent never saw the health check fail while the server worked: the surge did not exercise the check")
 	}
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum struct {
-		Sent   int            `json:"sent"`
-		OK     int            `json:"ok"`
-		Errors map[string]int `json:"errors_by_kind"`
-	}
-	if err := json.Unmarshal(b, &sum); err != nil {
-		t.Fatal(err)
-	}
+	sum := readLoadSummary(t, out)
 	t.Logf("router: surge of %d requests on one stalling server: %d ok, errors %v", sum.Sent, sum.OK, sum.Errors)
 	if sum.Sent < 60 || sum.OK != sum.Sent {
 		t.Errorf("%d sent, %d ok, errors %v: want every request answered", sum.Sent, sum.OK, sum.Errors)
