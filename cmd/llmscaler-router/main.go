@@ -74,7 +74,7 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("--listen %q: %w", *listen, err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := router.NewServer(mux)
 	log.Info("router listening", "addr", ln.Addr().String(), "controller", *controller, "router_id", *id)
 
 	g, gctx := errgroup.WithContext(ctx)

@@ -267,7 +267,14 @@ func removeHopHeaders(h http.Header) {
 	}
 }
 
-var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+// Relay buffers. A buffer is held for the whole life of a response, and an SSE stream lives
+// for its whole generation while sending events of a few hundred bytes, so streams get a
+// small buffer (at 10,000 open streams the large one made 100 MiB of the router's heap) and
+// other answers, read whole as fast as they come, a large one.
+var (
+	streamBuffers = sync.Pool{New: func() any { b := make([]byte, 4<<10); return &b }}
+	copyBuffers   = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+)
 
 // relay passes the instance's answer to the client as it arrives, flushing after every
 // read so that SSE events are not held back, and measures it.
@@ -286,13 +293,15 @@ func (f *forward) relay(ctx context.Context, in *instance, resp *http.Response, 
 	rc := http.NewResponseController(f.w)
 
 	var m meter = nopMeter{}
+	pool := &copyBuffers
 	if ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); ct == "text/event-stream" {
 		m = &sseMeter{}
+		pool = &streamBuffers
 	} else if ct == "application/json" && resp.StatusCode < 300 {
 		m = &jsonMeter{}
 	}
-	bp := copyBuffers.Get().(*[]byte)
-	defer copyBuffers.Put(bp)
+	bp := pool.Get().(*[]byte)
+	defer pool.Put(bp)
 	buf := *bp
 	var first time.Time
 	var readErr, writeErr error

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +19,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if role := os.Getenv(streamRoleEnv); role != "" {
+		os.Exit(runStreamRole(role))
+	}
 	goleak.VerifyTestMain(m)
 }
 
