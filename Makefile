@@ -21,13 +21,24 @@ export CGO_CFLAGS ?= -Wno-deprecated-declarations
 
 BINARIES := llmscaler-controller llmscaler-agent llmscaler-router llmscaler
 
-.PHONY: all build test test-short check check-deps check-proto check-fmt lint proto tools clean
+# DEMO_FLAGS pass flags to the demo, e.g. make demo DEMO_FLAGS=--stay
+DEMO_FLAGS ?=
+
+.PHONY: all build demo test test-short check check-deps check-proto check-fmt lint proto tools clean
 
 all: build
 
 build:
 	@mkdir -p bin
 	$(foreach b,$(BINARIES),$(GO) build -ldflags "$(LDFLAGS)" -o bin/$(b) ./cmd/$(b) &&) true
+
+# The first run: a controller, two agents with simulated GPUs, a router and fake model servers
+# on this machine, autoscaling the seed workload through the router (about 3.5 minutes); the
+# plot of the run goes to demo-out/.
+demo:
+	@mkdir -p bin
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/llmscaler ./cmd/llmscaler
+	bin/llmscaler demo $(DEMO_FLAGS)
 
 # The end-to-end tests run the real binaries and grpcurl.
 test: build $(GRPCURL) check-deps

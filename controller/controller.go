@@ -43,7 +43,8 @@ type Config struct {
 	// AdvertiseAddr is the address other controllers and agents are told to reach this one at;
 	// default the bound GRPCAddr.
 	AdvertiseAddr string
-	// HTTPAddr serves /healthz, /readyz and /metrics; default 127.0.0.1:7401; "-" disables it.
+	// HTTPAddr serves the status page at /, and /healthz, /readyz and /metrics; default
+	// 127.0.0.1:7401; "-" disables it.
 	HTTPAddr string
 	// DataDir holds the embedded etcd member's data. Required with embedded etcd.
 	DataDir string
@@ -441,5 +442,7 @@ func (c *Controller) httpHandler() http.Handler {
 		}
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(c.metrics.reg, promhttp.HandlerOpts{}))
+	// The status page is read-only: other methods get 405 from the mux.
+	mux.HandleFunc("GET /{$}", c.serveStatus)
 	return mux
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/llmscaler/llmscaler/internal/policy"
@@ -27,6 +28,7 @@ type engine struct {
 	mu      sync.Mutex
 	specs   map[string]*llmscalerv1.Deployment
 	journal *journal
+	history *replicaHistory
 	stored  map[string]*llmscalerv1.Decision // last decision stored in etcd, per deployment
 	loaded  map[string]uint32                // autoscaler counts stored by earlier leaders
 }
@@ -36,6 +38,7 @@ func newEngine(c *Controller, t *term) *engine {
 		c: c, t: t, log: t.log.Named("engine"),
 		specs:   map[string]*llmscalerv1.Deployment{},
 		journal: newJournal(),
+		history: newReplicaHistory(historyStep, historySpan),
 		stored:  map[string]*llmscalerv1.Decision{},
 		loaded:  map[string]uint32{},
 	}
@@ -112,7 +115,13 @@ func (e *engine) desired(name string) (uint32, bool) {
 // poke asks for an evaluation soon (a report arrived); it never blocks.
 func (e *engine) poke() { e.loops.Poke() }
 
-func (e *engine) run(ctx context.Context) error { return e.loops.Run(ctx) }
+// run runs the scaling loops and samples the replica history for the status page.
+func (e *engine) run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return e.loops.Run(gctx) })
+	g.Go(func() error { return e.runHistory(gctx) })
+	return g.Wait()
+}
 
 // Snapshot is the scaling loops' view of the fleet: each deployment's live replicas and the
 // longest measured cold start of its profile.

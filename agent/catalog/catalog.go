@@ -16,6 +16,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/llmscaler/llmscaler/internal/yamlnode"
+
 	"github.com/llmscaler/llmscaler/internal/names"
 )
 
@@ -194,9 +196,9 @@ func (p *parser) catalog(doc *yaml.Node) *Catalog {
 		p.errs = append(p.errs, fmt.Errorf("%s: is empty; want a mapping with key \"profiles\"", p.file))
 		return c
 	}
-	root := resolve(doc.Content[0])
+	root := yamlnode.Resolve(doc.Content[0])
 	if root.Kind != yaml.MappingNode {
-		p.errorf(root, "want a mapping with key \"profiles\", got %s", kindName(root))
+		p.errorf(root, "want a mapping with key \"profiles\", got %s", yamlnode.KindName(root))
 		return c
 	}
 	var list *yaml.Node
@@ -212,12 +214,12 @@ func (p *parser) catalog(doc *yaml.Node) *Catalog {
 		return c
 	}
 	if list.Kind != yaml.SequenceNode {
-		p.errorf(list, "profiles: want a list, got %s", kindName(list))
+		p.errorf(list, "profiles: want a list, got %s", yamlnode.KindName(list))
 		return c
 	}
 	lines := map[string]int{}
 	for i, n := range list.Content {
-		prof := p.profile(i, resolve(n))
+		prof := p.profile(i, yamlnode.Resolve(n))
 		if prof == nil {
 			continue
 		}
@@ -236,9 +238,9 @@ func (p *parser) catalog(doc *yaml.Node) *Catalog {
 func (p *parser) mapping(n *yaml.Node, where string, fn func(key string, k, v *yaml.Node)) {
 	seen := map[string]bool{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := resolve(n.Content[i]), resolve(n.Content[i+1])
+		k, v := yamlnode.Resolve(n.Content[i]), yamlnode.Resolve(n.Content[i+1])
 		if k.Kind != yaml.ScalarNode {
-			p.errorf(k, "%swant a string key, got %s", where, kindName(k))
+			p.errorf(k, "%swant a string key, got %s", where, yamlnode.KindName(k))
 			continue
 		}
 		if seen[k.Value] {
@@ -254,7 +256,7 @@ func (p *parser) mapping(n *yaml.Node, where string, fn func(key string, k, v *y
 func (p *parser) profile(i int, n *yaml.Node) *Profile {
 	where := fmt.Sprintf("profiles[%d]: ", i)
 	if n.Kind != yaml.MappingNode {
-		p.errorf(n, "%swant a mapping, got %s", where, kindName(n))
+		p.errorf(n, "%swant a mapping, got %s", where, yamlnode.KindName(n))
 		return nil
 	}
 	before := len(p.errs)
@@ -271,8 +273,8 @@ func (p *parser) profile(i int, n *yaml.Node) *Profile {
 
 	// The name goes first, so that every later error can name the profile.
 	for j := 0; j+1 < len(n.Content); j += 2 {
-		k, v := resolve(n.Content[j]), resolve(n.Content[j+1])
-		if k.Kind != yaml.ScalarNode || k.Value != "name" || isNull(v) {
+		k, v := yamlnode.Resolve(n.Content[j]), yamlnode.Resolve(n.Content[j+1])
+		if k.Kind != yaml.ScalarNode || k.Value != "name" || yamlnode.IsNull(v) {
 			continue
 		}
 		name, ok := p.str(v, where, "name")
@@ -290,7 +292,7 @@ func (p *parser) profile(i int, n *yaml.Node) *Profile {
 
 	seen := map[string]bool{}
 	p.mapping(n, where, func(key string, k, v *yaml.Node) {
-		if isNull(v) {
+		if yamlnode.IsNull(v) {
 			return // an empty value leaves the default
 		}
 		seen[key] = true
@@ -371,7 +373,7 @@ func (p *parser) profile(i int, n *yaml.Node) *Profile {
 
 func (p *parser) command(prof *Profile, v *yaml.Node, where string) {
 	if v.Kind != yaml.SequenceNode {
-		p.errorf(v, "%scommand: want a list of strings (argv, no shell), got %s", where, kindName(v))
+		p.errorf(v, "%scommand: want a list of strings (argv, no shell), got %s", where, yamlnode.KindName(v))
 		return
 	}
 	if len(v.Content) == 0 {
@@ -379,7 +381,7 @@ func (p *parser) command(prof *Profile, v *yaml.Node, where string) {
 		return
 	}
 	for j, a := range v.Content {
-		a = resolve(a)
+		a = yamlnode.Resolve(a)
 		key := fmt.Sprintf("command[%d]", j)
 		s, ok := p.str(a, where, key)
 		if !ok {
@@ -405,7 +407,7 @@ func (p *parser) command(prof *Profile, v *yaml.Node, where string) {
 
 func (p *parser) env(prof *Profile, v *yaml.Node, where string) {
 	if v.Kind != yaml.MappingNode {
-		p.errorf(v, "%senv: want a mapping, got %s", where, kindName(v))
+		p.errorf(v, "%senv: want a mapping, got %s", where, yamlnode.KindName(v))
 		return
 	}
 	prof.Env = map[string]string{}
@@ -419,7 +421,7 @@ func (p *parser) env(prof *Profile, v *yaml.Node, where string) {
 			p.errorf(k, "%senv: %s is set by the agent from the instance's GPUs", where, name)
 			return
 		}
-		if isNull(val) {
+		if yamlnode.IsNull(val) {
 			prof.Env[name] = ""
 			return
 		}
@@ -446,7 +448,7 @@ func (p *parser) placeholders(n *yaml.Node, s, where, key string) {
 
 func (p *parser) str(n *yaml.Node, where, key string) (string, bool) {
 	if n.Kind != yaml.ScalarNode {
-		p.errorf(n, "%s%s: want a string, got %s", where, key, kindName(n))
+		p.errorf(n, "%s%s: want a string, got %s", where, key, yamlnode.KindName(n))
 		return "", false
 	}
 	return n.Value, true
@@ -493,29 +495,4 @@ func (p *parser) duration(n *yaml.Node, where, key string) (time.Duration, bool)
 		return 0, false
 	}
 	return d, true
-}
-
-// resolve follows an alias to the node it names.
-func resolve(n *yaml.Node) *yaml.Node {
-	for n.Kind == yaml.AliasNode && n.Alias != nil {
-		n = n.Alias
-	}
-	return n
-}
-
-func isNull(n *yaml.Node) bool {
-	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
-}
-
-func kindName(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a list"
-	case yaml.ScalarNode:
-		return fmt.Sprintf("%q", n.Value)
-	default:
-		return "nothing"
-	}
 }

@@ -12,13 +12,13 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 
 	"github.com/llmscaler/llmscaler/internal/cli"
+	"github.com/llmscaler/llmscaler/internal/flagfile"
 	"github.com/llmscaler/llmscaler/internal/router"
 	"github.com/llmscaler/llmscaler/internal/routerlink"
 	"github.com/llmscaler/llmscaler/internal/transport"
@@ -27,42 +27,24 @@ import (
 func main() { cli.Main("llmscaler-router", run) }
 
 func run(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("llmscaler-router", flag.ContinueOnError)
-	host, _ := os.Hostname()
-	var (
-		controller  = fs.String("controller", "127.0.0.1:7400", "a controller's gRPC address (any controller: followers forward to the leader)")
-		listen      = fs.String("listen", "127.0.0.1:7410", "listen address of the OpenAI API, /metrics and /healthz")
-		id          = fs.String("router-id", "router-"+host, "this router's name in its reports")
-		interval    = fs.Duration("report-interval", time.Second, "how often the router reports its figures to the controller")
-		maxQueue    = fs.Int("max-queue", 1000, "requests each deployment may have waiting in the router")
-		deployments = fs.String("deployments", "", "comma-separated deployments to serve (default all)")
-		shutdown    = fs.Duration("shutdown-timeout", 30*time.Second, "how long requests in flight may finish after SIGTERM")
-		common      cli.Common
-	)
-	common.Register(fs)
-	if ok, err := common.Parse(fs, args); !ok {
+	fs, s := newFlags()
+	if ok, err := s.common.Parse(fs, args); !ok {
 		return err
 	}
-	log, err := common.Logger()
+	log, err := s.common.Logger()
 	if err != nil {
 		return err
-	}
-	var only []string
-	for _, d := range strings.Split(*deployments, ",") {
-		if d = strings.TrimSpace(d); d != "" {
-			only = append(only, d)
-		}
 	}
 	rt, err := router.New(router.Config{Logger: log.Named("router")})
 	if err != nil {
 		return err
 	}
-	conn, err := grpc.NewClient(*controller, transport.DialOptions(transport.Plaintext)...)
+	conn, err := grpc.NewClient(s.controller, transport.DialOptions(transport.Plaintext)...)
 	if err != nil {
-		return fmt.Errorf("--controller %q: %w", *controller, err)
+		return fmt.Errorf("--controller %q: %w", s.controller, err)
 	}
 	defer conn.Close()
-	link, err := routerlink.New(routerlink.Config{ID: *id, Interval: *interval, MaxQueue: *maxQueue, Deployments: only}, conn, rt, log)
+	link, err := routerlink.New(routerlink.Config{ID: s.id, Interval: s.interval, MaxQueue: s.maxQueue, Deployments: s.deployments}, conn, rt, log)
 	if err != nil {
 		return err
 	}
@@ -70,12 +52,12 @@ func run(ctx context.Context, args []string) error {
 	mux.Handle("/metrics", rt.MetricsHandler())
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	mux.Handle("/", rt)
-	ln, err := net.Listen("tcp", *listen)
+	ln, err := net.Listen("tcp", s.listen)
 	if err != nil {
-		return fmt.Errorf("--listen %q: %w", *listen, err)
+		return fmt.Errorf("--listen %q: %w", s.listen, err)
 	}
 	srv := router.NewServer(mux)
-	log.Info("router listening", "addr", ln.Addr().String(), "controller", *controller, "router_id", *id)
+	log.Info("router listening", "addr", ln.Addr().String(), "controller", s.controller, "router_id", s.id)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return link.Run(gctx) })
@@ -87,9 +69,37 @@ func run(ctx context.Context, args []string) error {
 	})
 	g.Go(func() error {
 		<-gctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), *shutdown)
+		sctx, cancel := context.WithTimeout(context.Background(), s.shutdown)
 		defer cancel()
 		return srv.Shutdown(sctx)
 	})
 	return g.Wait()
+}
+
+// settings are what the flags fill in.
+type settings struct {
+	controller  string
+	listen      string
+	id          string
+	interval    time.Duration
+	maxQueue    int
+	deployments flagfile.List
+	shutdown    time.Duration
+	common      cli.Common
+}
+
+// newFlags registers the router's flags, which are also the keys of its config file.
+func newFlags() (*flag.FlagSet, *settings) {
+	fs := flag.NewFlagSet("llmscaler-router", flag.ContinueOnError)
+	s := &settings{}
+	host, _ := os.Hostname()
+	fs.StringVar(&s.controller, "controller", "127.0.0.1:7400", "a controller's gRPC address (any controller: followers forward to the leader)")
+	fs.StringVar(&s.listen, "listen", "127.0.0.1:7410", "listen address of the OpenAI API, /metrics and /healthz")
+	fs.StringVar(&s.id, "router-id", "router-"+host, "this router's name in its reports")
+	fs.DurationVar(&s.interval, "report-interval", time.Second, "how often the router reports its figures to the controller")
+	fs.IntVar(&s.maxQueue, "max-queue", 1000, "requests each deployment may have waiting in the router")
+	fs.Var(&s.deployments, "deployments", "comma-separated deployments to serve (default all)")
+	fs.DurationVar(&s.shutdown, "shutdown-timeout", 30*time.Second, "how long requests in flight may finish after SIGTERM")
+	s.common.Register(fs)
+	return fs, s
 }

@@ -101,6 +101,23 @@ type Config struct {
 	ProgressInterval time.Duration
 	// Progress receives the progress lines; nil: none.
 	Progress io.Writer
+	// Observe, when set, is called with every request that was sent or found no target,
+	// as it ends, from the request's own goroutine: a live view or a per-request record
+	// builds on it. Dropped arrivals (MaxInFlight) are not sent and not observed.
+	Observe func(Result)
+}
+
+// Result is one request as Config.Observe sees it.
+type Result struct {
+	// Sent is when the request left.
+	Sent time.Time
+	// Kind is "" for a request answered in full, else why it failed (the Kind constants,
+	// or "http NNN").
+	Kind string
+	// TTFT and E2E are its time to first token and to the end of its stream (OK only).
+	TTFT, E2E time.Duration
+	// Tokens counts its output tokens (OK only).
+	Tokens int
 }
 
 // Generator sends an open-loop workload to LLM servers and measures their answers.
@@ -358,14 +375,17 @@ func (g *Generator) Run(ctx context.Context) (Summary, error) {
 		}
 		target, ok := bal.pick()
 		if !ok {
+			g.observe(time.Now(), outcome{kind: KindNoTarget})
 			if rec.finish(outcome{kind: KindNoTarget}) {
 				g.log.Warn("no ready instance, counting requests as errors until one is")
 			}
 			return
 		}
 		inflight.Go(func() {
+			sent := time.Now()
 			o := send(reqCtx, client, target, cfg.Model, a, cfg.RequestTimeout)
 			bal.release(target)
+			g.observe(sent, o)
 			if rec.finish(o) && o.kind != KindCancelled {
 				g.log.Warn("request failed", "kind", o.kind, "target", target, "error", o.msg)
 			}
@@ -391,6 +411,13 @@ func (g *Generator) Run(ctx context.Context) (Summary, error) {
 	bg.Wait()
 
 	return g.summary(rec, bal, src, sending, elapsed), nil
+}
+
+// observe hands one request's outcome to Config.Observe, if set.
+func (g *Generator) observe(sent time.Time, o outcome) {
+	if g.cfg.Observe != nil {
+		g.cfg.Observe(Result{Sent: sent, Kind: o.kind, TTFT: o.ttft, E2E: o.e2e, Tokens: o.tokens})
+	}
 }
 
 // dispatch walks the arrivals and calls send for each at its time, until they end,

@@ -137,10 +137,28 @@ func run(t *testing.T, cfg Config) Summary {
 func TestPoissonRun(t *testing.T) {
 	url := startFakeserver(t, "m", fastParams())
 	progress := &syncBuffer{}
+	var mu sync.Mutex
+	var observed []Result
+	before := time.Now()
 	sum := run(t, Config{
 		RPS: 40, Duration: 1500 * time.Millisecond, PromptTokens: 50, OutputTokens: 16, Seed: 7,
 		URL: url, Model: "m", ProgressInterval: 300 * time.Millisecond, Progress: progress,
+		Observe: func(r Result) {
+			mu.Lock()
+			observed = append(observed, r)
+			mu.Unlock()
+		},
 	})
+	// Observe sees every request the summary counts, as it ended.
+	if len(observed) != sum.Sent {
+		t.Errorf("observed %d requests, sent %d", len(observed), sum.Sent)
+	}
+	for _, r := range observed {
+		if r.Kind != "" || r.Tokens != 16 || r.TTFT <= 0 || r.E2E < r.TTFT || r.Sent.Before(before) {
+			t.Errorf("observed %+v: want a 16-token answer sent after the start", r)
+			break
+		}
+	}
 
 	if sum.Sent < 20 || sum.Sent > 120 {
 		t.Errorf("sent %d in 1.5 s at 40/s", sum.Sent)

@@ -363,6 +363,12 @@ func TestMaxInFlightWaitsInRouter(t *testing.T) {
 	if d.Waiting != 4 || d.InFlight != 2 || instanceStats(t, d, "e-0").InFlight != 2 {
 		t.Errorf("stats: waiting %d in flight %d, want 4 2", d.Waiting, d.InFlight)
 	}
+	if w, f := h.r.Queued("d"); w != 4 || f != 2 {
+		t.Errorf("Queued: waiting %d in flight %d, want 4 2", w, f)
+	}
+	if w, f := h.r.Queued("nope"); w != 0 || f != 0 {
+		t.Errorf("Queued of an unknown deployment: %d %d", w, f)
+	}
 	e.finish()
 	for _, ch := range answers {
 		if a := receive(t, ch); a.status != http.StatusOK {

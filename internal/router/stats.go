@@ -203,3 +203,18 @@ func (r *Router) Stats(now time.Time) Snapshot {
 	slices.SortFunc(snap.Deployments, func(a, b DeploymentStats) int { return strings.Compare(a.Name, b.Name) })
 	return snap
 }
+
+// Queued returns the requests waiting in the router and those in flight to instances, now,
+// for one deployment (zero for one it does not know). Unlike Stats it starts no interval,
+// so a live view may call it as often as it likes beside the reporter.
+func (r *Router) Queued(deployment string) (waiting, inFlight int) {
+	r.mu.Lock()
+	d := r.all[deployment]
+	r.mu.Unlock()
+	if d == nil {
+		return 0, 0
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.queue.Len(), d.active - d.queue.Len()
+}
