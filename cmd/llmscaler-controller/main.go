@@ -46,7 +46,7 @@ func newFlags() (*flag.FlagSet, *settings) {
 	fs.StringVar(&cfg.ID, "id", "", "controller id in the leader election (default <hostname>-<grpc port>)")
 	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", "127.0.0.1:7400", "listen address of the agent and admin gRPC services")
 	fs.StringVar(&cfg.AdvertiseAddr, "advertise-addr", "", "address agents and other controllers reach this controller at (default the bound --grpc-addr)")
-	fs.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:7401", "listen address of /healthz, /readyz and /metrics ('-' to disable)")
+	fs.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:7401", "listen address of the status page (/), /healthz, /readyz and /metrics ('-' to disable)")
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "directory of the embedded etcd member's data (required without --etcd-endpoints)")
 	fs.Var(&s.endpoints, "etcd-endpoints", "comma-separated endpoints of an external etcd cluster (host:port or http(s)://host:port); empty runs an embedded single member")
 	fs.StringVar(&cfg.EtcdClientAddr, "etcd-client-addr", "127.0.0.1:2379", "client listen address of the embedded etcd member")
