@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -39,17 +38,8 @@ func fleetWith(t *testing.T, catalog string, agentArgs ...string) string {
 		"--catalog", catPath, "--data-dir", filepath.Join(dir, "agent"), "--http-addr", ""}, agentArgs...)...)
 	// Servers outlive their agent by design; make sure none outlives the test.
 	t.Cleanup(func() {
-		out, _ := os.ReadDir("/proc")
-		for _, e := range out {
-			pid, err := strconv.Atoi(e.Name())
-			if err != nil {
-				continue
-			}
-			b, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-			if strings.Contains(string(b), "fakeserver") && (strings.Contains(string(b), "--model\x00auto\x00") ||
-				strings.Contains(string(b), "--model\x00seed\x00") || strings.Contains(string(b), "--model\x00zero\x00") || strings.Contains(string(b), "--model\x00surge\x00") || strings.Contains(string(b), "--model\x00llama\x00")) {
-				_ = syscall.Kill(pid, syscall.SIGKILL)
-			}
+		for _, m := range []string{"auto", "seed", "zero", "surge", "llama"} {
+			killServers(m)
 		}
 	})
 	eventually(t, 30*time.Second, "n1 connected with the fake-llm profile", func() error {

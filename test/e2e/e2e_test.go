@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -170,6 +171,31 @@ func eventually(t *testing.T, d time.Duration, what string, f func() error) time
 	}
 	t.Fatalf("%s: not within %v: last error: %v", what, d, err)
 	return 0
+}
+
+// serversOf returns the pids of the fakeservers that serve model: servers outlive their
+// agent by design, so a test checks that none is left, and kills what is.
+func serversOf(model string) []int {
+	var pids []int
+	out, _ := os.ReadDir("/proc")
+	for _, e := range out {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if strings.Contains(string(b), "fakeserver") && strings.Contains(string(b), "--model\x00"+model+"\x00") {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// killServers kills the fakeservers of a deployment.
+func killServers(model string) {
+	for _, pid := range serversOf(model) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
 }
 
 func TestMain(m *testing.M) {

@@ -13,7 +13,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -166,20 +165,5 @@ func TestStatusPageInBrowser(t *testing.T) {
 	}
 	if !strings.Contains(dom, `<polyline class="ready"`) {
 		t.Errorf("no replica chart on the page:\n%s", dom)
-	}
-}
-
-// killServers kills the fakeservers of a deployment: servers outlive their agent by design.
-func killServers(dep string) {
-	out, _ := os.ReadDir("/proc")
-	for _, e := range out {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if strings.Contains(string(b), "fakeserver") && strings.Contains(string(b), "--model\x00"+dep+"\x00") {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
 	}
 }
