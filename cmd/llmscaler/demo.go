@@ -74,7 +74,7 @@ var demoPhases = []struct {
 	{"ramp", 20 * time.Second, 70 * time.Second, demoLowRPS, demoHighRPS},
 	{"high", 70 * time.Second, 100 * time.Second, demoHighRPS, demoHighRPS},
 	{"decline", 100 * time.Second, 150 * time.Second, demoHighRPS, demoLowRPS},
-	{"low again", 150 * time.Second, 180 * time.Second, demoLowRPS, demoLowRPS},
+	{"low again", 150 * time.Second, 170 * time.Second, demoLowRPS, demoLowRPS},
 }
 
 // demoSchedule is demoPhases in loadgen's schedule syntax.

@@ -11,7 +11,7 @@ import (
 
 func TestDemoScheduleFollowsThePhases(t *testing.T) {
 	s, length := demoSchedule()
-	if s != "0s:4,20s:4->16,1m10s:16,1m40s:16->4,2m30s:4" || length != 3*time.Minute {
+	if s != "0s:4,20s:4->16,1m10s:16,1m40s:16->4,2m30s:4" || length != 170*time.Second {
 		t.Fatalf("schedule %q over %v", s, length)
 	}
 	for _, tc := range []struct {
@@ -21,7 +21,7 @@ func TestDemoScheduleFollowsThePhases(t *testing.T) {
 	}{
 		{0, "low", demoLowRPS}, {45 * time.Second, "ramp", (demoLowRPS + demoHighRPS) / 2},
 		{80 * time.Second, "high", demoHighRPS}, {125 * time.Second, "decline", (demoLowRPS + demoHighRPS) / 2},
-		{170 * time.Second, "low again", demoLowRPS}, {length, "done", 0},
+		{165 * time.Second, "low again", demoLowRPS}, {length, "done", 0},
 	} {
 		if p, r := demoPhase(tc.at), scheduleRate(tc.at); p != tc.phase || math.Abs(r-tc.rate) > 1e-9 {
 			t.Errorf("at %v: %s at %.2f req/s, want %s at %.2f", tc.at, p, r, tc.phase, tc.rate)
