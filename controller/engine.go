@@ -101,6 +101,7 @@ func (e *engine) remove(ctx context.Context, name string) {
 	delete(e.stored, name)
 	e.mu.Unlock()
 	e.journal.forget(name)
+	e.c.metrics.forgetDeployment(name)
 	if err := e.c.store.deleteDeploymentState(ctx, e.t.fence, name); err != nil {
 		e.log.Warn("delete autoscaling state failed", "deployment", name, "error", err)
 	}

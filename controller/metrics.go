@@ -97,6 +97,14 @@ func stateName(s llmscalerv1.NodeState) string {
 	return str
 }
 
+// forgetDeployment drops a deleted deployment's series, so that /metrics no longer shows
+// replicas of a deployment that is gone.
+func (m *metrics) forgetDeployment(dep string) {
+	m.desired.DeleteLabelValues(dep)
+	m.current.DeleteLabelValues(dep)
+	m.decisions.DeletePartialMatch(prometheus.Labels{"deployment": dep})
+}
+
 // observeDecision updates the per-deployment metrics after one evaluation.
 func (m *metrics) observeDecision(dep string, d policy.Decision, acted bool) {
 	m.desired.WithLabelValues(dep).Set(float64(d.Desired))

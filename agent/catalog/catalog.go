@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"github.com/llmscaler/llmscaler/agent/scrape"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 
@@ -116,6 +118,9 @@ func Load(path string) (*Catalog, error) {
 func Parse(filename string, data []byte) (*Catalog, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
+		if n := yamlErrorLine(data, err); n > 0 {
+			return nil, fmt.Errorf("%s:%d: %w", filename, n, err)
+		}
 		return nil, fmt.Errorf("%s: %w", filename, err)
 	}
 	p := &parser{file: filename, dir: filepath.Dir(filename)}
@@ -124,6 +129,66 @@ func Parse(filename string, data []byte) (*Catalog, error) {
 		return nil, errors.Join(p.errs...)
 	}
 	return c, nil
+}
+
+// readerProblems are the decoder's errors for a character it cannot read.
+var readerProblems = []string{
+	"control characters are not allowed", "invalid leading UTF-8 octet", "incomplete UTF-8 octet sequence",
+	"invalid trailing UTF-8 octet", "invalid length of a UTF-8 sequence", "invalid Unicode character",
+}
+
+// yamlErrorLine is the line of a decoder error that does not give it, or 0 when it does or
+// the line is unknown. The decoder leaves out "line N" for an error on the first line, for
+// a character it cannot read, and for an alias of an unknown anchor.
+func yamlErrorLine(data []byte, err error) int {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	at := -1
+	switch name, alias := strings.CutPrefix(msg, "unknown anchor '"); {
+	case strings.HasPrefix(msg, "line "):
+		return 0
+	case slices.Contains(readerProblems, msg):
+		at = unreadable(data)
+	case alias:
+		// Anchor names are letters, digits, '-' and '_'.
+		re := regexp.MustCompile(`\*` + regexp.QuoteMeta(strings.TrimSuffix(name, "' referenced")) + `([^-0-9A-Za-z_]|$)`)
+		if loc := re.FindIndex(data); loc != nil {
+			at = loc[0]
+		}
+	default:
+		return 1
+	}
+	if at < 0 {
+		return 0
+	}
+	return lineAt(data, at)
+}
+
+// unreadable is the offset of the first character of UTF-8 data that the decoder refuses
+// (bad UTF-8, a control character), or -1 when there is none or the data is UTF-16 (which
+// the decoder reads after a BOM).
+func unreadable(data []byte) int {
+	if bytes.HasPrefix(data, []byte("\xff\xfe")) || bytes.HasPrefix(data, []byte("\xfe\xff")) {
+		return -1
+	}
+	for i := 0; i < len(data); {
+		r, size := utf8.DecodeRune(data[i:])
+		if r == utf8.RuneError && size == 1 || r < 0x20 && r != '\t' && r != '\n' && r != '\r' ||
+			r >= 0x7f && r < 0xa0 && r != 0x85 || r == 0xfffe || r == 0xffff {
+			return i
+		}
+		i += size
+	}
+	return -1
+}
+
+// lineAt is the line of data[at], counting line breaks as YAML does: LF, CR, CRLF, NEL, LS, PS.
+func lineAt(data []byte, at int) int {
+	s := strings.ReplaceAll(string(data[:at]), "\r\n", "\n")
+	n := 1
+	for _, brk := range []string{"\n", "\r", "\u0085", "\u2028", "\u2029"} {
+		n += strings.Count(s, brk)
+	}
+	return n
 }
 
 // Profile returns the profile called name.

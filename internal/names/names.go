@@ -5,7 +5,9 @@ package names
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 )
 
 var (
@@ -66,12 +68,14 @@ func Profile(s string) error {
 	return nil
 }
 
-// Labels checks a label set. The error names the offending key.
+// Labels checks a label set. The error names the offending key: the first in sorted
+// order, so that the same set always gets the same answer.
 func Labels(m map[string]string) error {
 	if len(m) > maxLabels {
 		return fmt.Errorf("has %d entries, at most %d allowed", len(m), maxLabels)
 	}
-	for k, v := range m {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		v := m[k]
 		switch {
 		case k == "":
 			return fmt.Errorf("has an empty key")

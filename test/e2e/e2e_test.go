@@ -41,7 +41,7 @@ func bin(t *testing.T, name string) string {
 		if buildErr != nil {
 			return
 		}
-		for _, b := range []string{"llmscaler-controller", "llmscaler-agent", "llmscaler"} {
+		for _, b := range []string{"llmscaler-controller", "llmscaler-agent", "llmscaler-router", "llmscaler"} {
 			out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, b), "github.com/llmscaler/llmscaler/cmd/"+b).CombinedOutput()
 			if err != nil {
 				buildErr = fmt.Errorf("build %s: %v\n%s", b, err, out)
