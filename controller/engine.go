@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -103,8 +104,18 @@ func (e *engine) remove(ctx context.Context, name string) {
 	e.journal.forget(name)
 	e.c.metrics.forgetDeployment(name)
 	if err := e.c.store.deleteDeploymentState(ctx, e.t.fence, name); err != nil {
-		e.log.Warn("delete autoscaling state failed", "deployment", name, "error", err)
+		e.failWrite("delete the autoscaling state of "+name, err)
 	}
+}
+
+// failWrite ends the leadership term after a failed leader write, unless the term is
+// already ending (its context is done, so the write could not be made anyway).
+func (e *engine) failWrite(what string, err error) {
+	if e.t.ctx.Err() != nil {
+		return
+	}
+	e.log.Error("leader write failed: stepping down", "write", what, "error", err)
+	e.t.fail(fmt.Errorf("%s: %w", what, err))
 }
 
 // desired is the count the autoscaler drives a deployment towards, if it knows the deployment.
@@ -219,7 +230,10 @@ func (e *engine) Decided(ctx context.Context, name string, d policy.Decision, ac
 	pd := policy.ToProto(d, name, e.t.epoch)
 	if acted {
 		if err := e.c.store.putAutoscale(ctx, e.t.fence, name, uint32(d.Desired)); err != nil {
-			e.log.Warn("store desired count failed", "deployment", name, "error", err)
+			// Acting on a count that is not stored would let the next leader undo it
+			// unseen: step down instead, and let the next term start from etcd.
+			e.failWrite("store the desired count of "+name, err)
+			return
 		}
 		// Act now rather than at the reconciler's next pass: a burst should not wait. The
 		// reconciler's own pass may have been quicker; either way the journal gets the
@@ -240,7 +254,7 @@ func (e *engine) Decided(ctx context.Context, name string, d policy.Decision, ac
 	e.mu.Unlock()
 	if store {
 		if err := e.c.store.putDecision(ctx, e.t.fence, pd); err != nil {
-			e.log.Warn("journal decision failed", "deployment", name, "error", err)
+			e.failWrite("journal a decision of "+name, err)
 		}
 	}
 }

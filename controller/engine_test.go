@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llmscaler/llmscaler/internal/policy"
 	llmscalerv1 "github.com/llmscaler/llmscaler/proto/llmscaler/v1"
 )
 
@@ -98,5 +99,29 @@ func TestOverloadScalesAndDecisionsSurviveLeaderChange(t *testing.T) {
 	}
 	if got.GetDeployment().GetStatus().GetDesiredReplicas() != up.GetToReplicas() {
 		t.Fatalf("the new leader drives towards %d, the old one had set %d", got.GetDeployment().GetStatus().GetDesiredReplicas(), up.GetToReplicas())
+	}
+}
+
+// A leader write that fails ends the term rather than being logged and forgotten: the
+// leader acts on no count it could not store, and leads again (here, with nobody else
+// campaigning) from what etcd holds.
+func TestFailedLeaderWriteEndsTheTerm(t *testing.T) {
+	a := startController(t, testConfig(startEtcd(t)))
+	waitLeader(t, a)
+	first := a.currentTerm()
+	// Another controller's win would change the election key; deleting it has the same
+	// effect on the fence without a second controller racing for the lead.
+	if _, err := a.store.cli.Delete(ctxT(t), first.fence.key); err != nil {
+		t.Fatal(err)
+	}
+	first.engine.Decided(ctxT(t), "chat", policy.Decision{Time: time.Now(), Policy: "slo", Current: 1, Recommended: 2,
+		Desired: 2, Change: true, Reason: "scale 1 -> 2: test"}, true)
+	waitFor(t, 15*time.Second, "the term to end", func() bool { return first.ctx.Err() != nil })
+	waitFor(t, 15*time.Second, "a new term", func() bool {
+		t2 := a.currentTerm()
+		return t2 != nil && t2.epoch > first.epoch
+	})
+	if n, ok := a.currentTerm().engine.desired("chat"); ok && n == 2 {
+		t.Errorf("the new term drives chat to %d: the count the old term could not store", n)
 	}
 }

@@ -29,6 +29,18 @@ type term struct {
 	routers    *routerBook
 	since      time.Time
 	log        hclog.Logger
+	// failed ends the term: a leader write that failed leaves the stored state behind what
+	// the leader acts on, so the leader steps down and the next term (this controller's or
+	// another's) starts again from what etcd holds.
+	failed chan error
+}
+
+// fail ends the term with err; the first failure wins, later ones are dropped.
+func (t *term) fail(err error) {
+	select {
+	case t.failed <- err:
+	default:
+	}
 }
 
 // lead does the leader's work for one term and returns when ctx ends or a fenced write fails.
@@ -41,6 +53,7 @@ func (c *Controller) lead(ctx context.Context, key string, epoch int64, log hclo
 		since:   c.now(),
 		log:     log,
 		routers: newRouterBook(),
+		failed:  make(chan error, 1),
 	}
 	t.reconciler = newReconciler(c, t)
 	t.engine = newEngine(c, t)
@@ -78,6 +91,14 @@ func (c *Controller) lead(ctx context.Context, key string, epoch int64, log hclo
 	g.Go(func() error { return c.watchDeployments(gctx, t, deployRev) })
 	g.Go(func() error { return t.reconciler.run(gctx) })
 	g.Go(func() error { return t.engine.run(gctx) })
+	g.Go(func() error {
+		select {
+		case err := <-t.failed:
+			return err
+		case <-gctx.Done():
+			return nil
+		}
+	})
 	err = g.Wait()
 	if ctx.Err() != nil && !errors.Is(err, errFenced) {
 		return nil
