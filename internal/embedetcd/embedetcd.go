@@ -23,6 +23,9 @@ type Config struct {
 	ClientAddr string
 	// PeerAddr is the host:port of the raft peer listener; port 0 picks a free one.
 	PeerAddr string
+	// InitialCluster lists every member of a new cluster as name=http://host:port,...;
+	// empty starts a cluster of this one member. It is read only when Dir holds no data.
+	InitialCluster string
 	// StartTimeout bounds the wait for the member to be ready.
 	StartTimeout time.Duration
 }
@@ -57,6 +60,9 @@ func Start(c Config) (*Server, error) {
 	cfg.ListenPeerUrls = []url.URL{*pu}
 	cfg.AdvertisePeerUrls = []url.URL{*pu}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	if c.InitialCluster != "" {
+		cfg.InitialCluster = c.InitialCluster
+	}
 	// etcd logs through zap, and at every clean stop it logs closed listeners as errors.
 	// It stays quiet; failures reach the caller through Start's error and Err().
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
