@@ -40,6 +40,10 @@ type nodeEntry struct {
 	node      *llmscalerv1.Node
 	instances map[string]*llmscalerv1.InstanceStatus
 	conn      *agentConn
+	// unreported is set for a node loaded from etcd at the start of a term until its agent
+	// connects (its hello lists its instances) or it is lost: until then its servers may
+	// be running, unseen, and replacing them would run a deployment above its count.
+	unreported bool
 }
 
 // agentConn is the leader's handle on one agent stream. Only that stream's loop sends on the
@@ -72,7 +76,8 @@ func (f *fleet) load(nodes []*llmscalerv1.Node, cordons map[string]cordon) {
 		if c, ok := cordons[n.GetNodeId()]; ok {
 			n.Cordoned, n.CordonReason, n.Draining = true, c.Reason, c.Drain
 		}
-		f.nodes[n.GetNodeId()] = &nodeEntry{node: n, instances: map[string]*llmscalerv1.InstanceStatus{}}
+		f.nodes[n.GetNodeId()] = &nodeEntry{node: n, instances: map[string]*llmscalerv1.InstanceStatus{},
+			unreported: n.GetState() != llmscalerv1.NodeState_NODE_STATE_LOST}
 	}
 }
 
@@ -114,6 +119,7 @@ func (f *fleet) attach(h *llmscalerv1.Hello, addr string) (*agentConn, *llmscale
 	for _, in := range h.GetInstances() {
 		e.instances[in.GetInstanceId()] = in
 	}
+	e.unreported = false
 	n.InstanceCount = uint32(len(e.instances))
 	e.conn = &agentConn{nodeID: id, runID: h.GetRunId(), outbox: make(chan *llmscalerv1.Command, outboxSize), replaced: make(chan struct{})}
 	f.publish(&llmscalerv1.Event{Time: now, Type: llmscalerv1.EventType_EVENT_TYPE_NODE_CONNECTED, NodeId: id,
@@ -198,6 +204,7 @@ func (f *fleet) expire() []*llmscalerv1.Node {
 			continue
 		}
 		n.State = llmscalerv1.NodeState_NODE_STATE_LOST
+		e.unreported = false
 		e.instances = map[string]*llmscalerv1.InstanceStatus{}
 		n.InstanceCount = 0
 		n.GpuSamples = nil
@@ -349,7 +356,7 @@ func (f *fleet) snapshot() []nodeSnapshot {
 	defer f.mu.Unlock()
 	out := make([]nodeSnapshot, 0, len(f.nodes))
 	for _, e := range f.nodes {
-		out = append(out, nodeSnapshot{node: proto.Clone(e.node).(*llmscalerv1.Node), instances: sortedInstances(e.instances)})
+		out = append(out, nodeSnapshot{node: proto.Clone(e.node).(*llmscalerv1.Node), instances: sortedInstances(e.instances), unreported: e.unreported})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].node.GetNodeId() < out[j].node.GetNodeId() })
 	return out

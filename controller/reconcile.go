@@ -3,6 +3,7 @@ package controller
 import (
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/llmscaler/llmscaler/internal/placement"
@@ -26,6 +27,9 @@ const (
 type nodeSnapshot struct {
 	node      *llmscalerv1.Node
 	instances []*llmscalerv1.InstanceStatus
+	// unreported: a node known from etcd whose agent has not connected since this term
+	// began; its instances are unknown, not absent.
+	unreported bool
 }
 
 // pendingStart is a start command sent and not yet seen in the node's reports.
@@ -106,8 +110,12 @@ func plan(now time.Time, deployments map[string]*llmscalerv1.Deployment, nodes [
 	byDeployment := map[string][]placed{}
 	seen := map[string]bool{}
 	order := make([]string, 0, len(nodes))
+	var unreported []string
 	for _, ns := range nodes {
 		n := ns.node
+		if ns.unreported {
+			unreported = append(unreported, n.GetNodeId())
+		}
 		draining[n.GetNodeId()] = n.GetDraining()
 		v := &placement.Node{
 			ID:        n.GetNodeId(),
@@ -194,6 +202,14 @@ func plan(now time.Time, deployments map[string]*llmscalerv1.Deployment, nodes [
 		desired := int(desiredOf(d))
 		spec := d.GetSpec()
 		need := desired - len(good) - len(pendingBy[name])
+		if need > 0 && len(unreported) > 0 {
+			// A new leader knows the nodes from etcd but not their servers until each agent
+			// reconnects (or its grace runs out and it is lost): starting replacements now
+			// could double servers that are running fine. Stopping a surplus is still safe.
+			msgs[name] = fmt.Sprintf("waiting for %s to report their instances to the new leader (at most the node grace) before starting %d replicas",
+				strings.Join(unreported, ", "), need)
+			need = 0
+		}
 		if need > 0 {
 			req := placement.Request{Profile: spec.GetProfile(), GPUs: int(spec.GetGpusPerReplica()), GPUMemoryMiB: spec.GetGpuMemoryMib(), Selector: spec.GetNodeSelector()}
 			for i := 0; i < need; i++ {

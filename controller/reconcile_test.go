@@ -88,6 +88,14 @@ func TestPlan(t *testing.T) {
 			wantStarts: []string{"a:d[0]", "b:d[0]"},
 		},
 		{
+			// A new leader's first pass: node b is known from etcd, its agent has not
+			// reconnected yet, and its servers may be running; no replacement is started.
+			name:    "no start while a node known from etcd has not reported",
+			deps:    []*llmscalerv1.Deployment{dep("d", 2, 4, nil)},
+			nodes:   []nodeSnapshot{{node: snode("a", 2)}, {node: snode("b", 2), unreported: true}},
+			wantMsg: "waiting for b to report their instances to the new leader",
+		},
+		{
 			name:       "manual count wins over min",
 			deps:       []*llmscalerv1.Deployment{dep("d", 1, 4, proto.Uint32(3))},
 			nodes:      []nodeSnapshot{{node: snode("a", 4)}},

@@ -70,6 +70,8 @@ type fleet struct {
 	etcd        []*host
 	ctrlHosts   []*host
 	controllers map[string]*proc // by controller id
+	procs       map[string]*proc // every daemon by name: etcd-e1, controller-c1, agent-a1, router
+	specs       map[string]spawnSpec
 	agents      []*host
 	router      *host
 	model       string
@@ -90,7 +92,7 @@ const fakeCatalog = `profiles:
 
 func newFleet(t *testing.T, model string) *fleet {
 	t.Helper()
-	f := &fleet{t: t, net: newNetwork(t), controllers: map[string]*proc{}, model: model}
+	f := &fleet{t: t, net: newNetwork(t), controllers: map[string]*proc{}, procs: map[string]*proc{}, specs: map[string]spawnSpec{}, model: model}
 	t.Cleanup(func() { killServers(model) })
 	c1, c2, e3 := f.net.host("c1"), f.net.host("c2"), f.net.host("e3")
 	f.ctrlHosts = []*host{c1, c2}
@@ -115,7 +117,7 @@ func newFleet(t *testing.T, model string) *fleet {
 	}
 	for i, h := range f.ctrlHosts {
 		id := fmt.Sprintf("c%d", i+1)
-		f.controllers[id] = h.start(t, "controller-"+id, bin(t, "llmscaler-controller"), "--id", id,
+		f.controllers[id] = f.spawn("controller-"+id, h, nil, bin(t, "llmscaler-controller"), "--id", id,
 			"--etcd-endpoints", strings.Join(endpoints, ","), "--grpc-addr", h.at(grpcPort),
 			"--http-addr", h.at(httpPort), "--log-level", "debug")
 	}
@@ -126,11 +128,11 @@ func newFleet(t *testing.T, model string) *fleet {
 	ctrl := f.controllerAddrs()
 	for i, h := range f.agents {
 		id := fmt.Sprintf("a%d", i+1)
-		h.start(t, "agent-"+id, bin(t, "llmscaler-agent"), "--controller", strings.Join(ctrl, ","), "--node-id", id,
+		f.spawn("agent-"+id, h, nil, bin(t, "llmscaler-agent"), "--controller", strings.Join(ctrl, ","), "--node-id", id,
 			"--gpu-backend", "fake", "--fake-gpus", "2", "--catalog", catalog, "--instance-host", h.addr,
 			"--data-dir", filepath.Join(dir, id), "--http-addr", "", "--log-level", "debug")
 	}
-	f.router.start(t, "router", bin(t, "llmscaler-router"), "--controller", ctrl[0], "--listen", f.router.at(routerPort),
+	f.spawn("router", f.router, nil, bin(t, "llmscaler-router"), "--controller", ctrl[0], "--listen", f.router.at(routerPort),
 		"--router-id", "r1", "--log-level", "debug")
 	eventually(t, 90*time.Second, "a leader with all three agents connected", func() error {
 		_, err := f.leaderWithAgents()
@@ -142,9 +144,39 @@ func newFleet(t *testing.T, model string) *fleet {
 func (f *fleet) startEtcd(i int, h *host, self, dir, cluster string) {
 	f.t.Helper()
 	name := fmt.Sprintf("e%d", i+1)
-	h.startEnv(f.t, "etcd-"+name, []string{roleEnv + "=etcd", "ETCD_NAME=" + name, "ETCD_DIR=" + filepath.Join(dir, name),
+	f.spawn("etcd-"+name, h, []string{roleEnv + "=etcd", "ETCD_NAME=" + name, "ETCD_DIR=" + filepath.Join(dir, name),
 		"ETCD_CLIENT=" + h.at(etcdClientPort), "ETCD_PEER=" + h.at(etcdPeerPort), "ETCD_CLUSTER=" + cluster},
 		self, "-test.run=^$")
+}
+
+// spawnSpec is how a daemon was started, so that it can be started again as it was.
+type spawnSpec struct {
+	h    *host
+	env  []string
+	bin  string
+	args []string
+}
+
+// spawn starts a daemon on h and remembers how, for restart.
+func (f *fleet) spawn(name string, h *host, env []string, bin string, args ...string) *proc {
+	f.t.Helper()
+	f.specs[name] = spawnSpec{h: h, env: env, bin: bin, args: args}
+	p := h.startEnv(f.t, name, env, bin, args...)
+	f.procs[name] = p
+	return p
+}
+
+// restart starts a daemon again as it was first started (same data), after killing it if it
+// still runs.
+func (f *fleet) restart(name string) {
+	f.t.Helper()
+	f.procs[name].kill()
+	s := f.specs[name]
+	p := s.h.startEnv(f.t, name, s.env, s.bin, s.args...)
+	f.procs[name] = p
+	if id, ok := strings.CutPrefix(name, "controller-"); ok {
+		f.controllers[id] = p
+	}
 }
 
 func (f *fleet) controllerAddrs() []string {
