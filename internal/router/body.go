@@ -235,6 +235,8 @@ func sniffError(err error) *apiError {
 			"request body is larger than %d bytes", tooLarge.Limit)
 	case errors.Is(err, errModelType):
 		return invalidRequest(http.StatusBadRequest, "", "model", "model must be a string")
+	case errors.Is(err, errModelTwice):
+		return invalidRequest(http.StatusBadRequest, "", "model", "model is given more than once")
 	case errors.Is(err, errBodyJSON):
 		return invalidRequest(http.StatusBadRequest, "invalid_json", "", "request body is not valid JSON")
 	default:
@@ -303,8 +305,11 @@ func (s *scanner) top(out *sniffed, wantPrompt bool) (place, error) {
 		if err != nil {
 			return atEnd, err
 		}
+		if key == "model" && out.model != "" {
+			return atEnd, errModelTwice
+		}
 		switch {
-		case key == "model" && out.model == "":
+		case key == "model":
 			c, ok := s.peek()
 			if !ok {
 				return atEnd, s.fail()
@@ -388,8 +393,10 @@ func (s *scanner) finish(at place) error {
 		if end {
 			break
 		}
-		if _, err := s.key(); err != nil {
+		if key, err := s.key(); err != nil {
 			return err
+		} else if key == "model" {
+			return errModelTwice
 		}
 		if err := s.skipValue(); err != nil {
 			return err
@@ -404,6 +411,10 @@ func (s *scanner) finish(at place) error {
 
 // errModelType is a "model" that is not a string.
 var errModelType = errors.New("model must be a string")
+
+// errModelTwice is a second "model" in the part of the body the sniffer read: the engine
+// would serve the last one, not the one the request was routed by.
+var errModelTwice = errors.New("model is given more than once")
 
 // errAttemptOver is what a failed attempt's transport reads once the router gave up on it.
 var errAttemptOver = errors.New("router: attempt abandoned")

@@ -154,6 +154,7 @@ func ReadRequests(r io.Reader, name string) ([]Request, error) {
 	type row struct {
 		at             int64 // nanoseconds from the trace's own origin
 		prompt, output int
+		line           int
 	}
 	var rows []row
 	for p.next() {
@@ -178,7 +179,7 @@ func ReadRequests(r io.Reader, name string) ([]Request, error) {
 		if err != nil {
 			return nil, err
 		}
-		rows = append(rows, row{at: at, prompt: prompt, output: output})
+		rows = append(rows, row{at: at, prompt: prompt, output: output, line: p.line})
 	}
 	if err := p.err(); err != nil {
 		return nil, err
@@ -197,6 +198,11 @@ func ReadRequests(r io.Reader, name string) ([]Request, error) {
 		return 0
 	})
 	first := rows[0].at
+	if last := rows[len(rows)-1]; last.at-first < 0 {
+		// The true span is not negative: it overflowed.
+		return nil, &LineError{File: name, Line: last.line, Column: columns[p.format][0],
+			Err: errors.New("more than 292 years (what a time.Duration holds) after the earliest request")}
+	}
 	reqs := make([]Request, len(rows))
 	for i, r := range rows {
 		reqs[i] = Request{At: time.Duration(r.at - first), PromptTokens: r.prompt, OutputTokens: r.output}
@@ -254,6 +260,9 @@ func ReadRates(r io.Reader, name string) ([]RatePoint, error) {
 			first = start
 		} else if prev := pts[len(pts)-1].Start + first; start <= prev {
 			return nil, p.errorf(0, "%s is not after the previous window (%g)", ts, prev.Seconds())
+		} else if start-first < 0 {
+			// The true span is positive: it overflowed.
+			return nil, p.errorf(0, "%s is more than 292 years (what a time.Duration holds) after the first window", ts)
 		}
 		pts = append(pts, RatePoint{Start: start - first, RPS: rps})
 	}
@@ -445,6 +454,9 @@ func (p *parser) milliseconds(s string) (int64, error) {
 // digits, none included.
 const azureLayout = "2006-01-02 15:04:05.999999999"
 
+// minWallClock and maxWallClock bound the times whose Unix nanoseconds an int64 holds.
+var minWallClock, maxWallClock = time.Unix(0, math.MinInt64), time.Unix(0, math.MaxInt64)
+
 // wallClock parses an Azure timestamp into nanoseconds since the Unix epoch. The trace has no
 // zone; only differences matter, so it is read as UTC.
 func (p *parser) wallClock(s string) (int64, error) {
@@ -453,6 +465,9 @@ func (p *parser) wallClock(s string) (int64, error) {
 		if t, err = time.Parse(time.RFC3339Nano, s); err != nil {
 			return 0, p.errorf(0, "%s is not a time like \"2023-11-16 18:15:46.6805900\"", strconvQuote(s))
 		}
+	}
+	if t.Before(minWallClock) || t.After(maxWallClock) {
+		return 0, p.errorf(0, "%s is out of range (1677-09-21 to 2262-04-11)", strconvQuote(s))
 	}
 	return t.UnixNano(), nil
 }
