@@ -234,19 +234,17 @@ func exited(p *proc) bool {
 	}
 }
 
-// readyInstances lists the deployment's READY instances through a live controller.
+// readyInstances maps the deployment's READY instances to their nodes, through a controller.
 func (f *fleet) readyInstances(addr string) (map[string]string, error) {
-	var resp llmscalerv1.ListInstancesResponse
-	if err := f.router.call(f.t, addr, "ListInstances", fmt.Sprintf(`{"deployment":%q}`, f.model), &resp); err != nil {
+	ready, err := f.instances(addr, llmscalerv1.InstancePhase_INSTANCE_PHASE_READY)
+	if err != nil {
 		return nil, err
 	}
-	ready := map[string]string{}
-	for _, in := range resp.GetInstances() {
-		if in.GetStatus().GetPhase() == llmscalerv1.InstancePhase_INSTANCE_PHASE_READY {
-			ready[in.GetStatus().GetInstanceId()] = in.GetNodeId()
-		}
+	out := map[string]string{}
+	for _, in := range ready {
+		out[in.GetInstanceId()] = in.GetEndpoint()
 	}
-	return ready, nil
+	return out, nil
 }
 
 // loadSummary is what `llmscaler load --json` writes, in part.

@@ -4,7 +4,9 @@ package fault
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -104,6 +106,14 @@ func TestControlPlaneRestart(t *testing.T) {
 	}
 	s := readLoadSummary(t, summary)
 	t.Logf("load through the router: %d sent, %d ok, errors %v", s.Sent, s.OK, s.ByKind)
+	// What the router saw of the control plane's return, for a failure's reader.
+	if b, err := os.ReadFile(f.procs["router"].log); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, "endpoint watch") || strings.Contains(line, "deployment removed") || strings.Contains(line, "refused") {
+				t.Log("router: " + line)
+			}
+		}
+	}
 	if s.Sent < 350 || s.OK != s.Sent {
 		t.Errorf("load: %d sent, %d ok (%v): want every request answered while the control plane was down", s.Sent, s.OK, s.ByKind)
 	}
