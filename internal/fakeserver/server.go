@@ -318,8 +318,10 @@ func (s *Server) loop(ctx context.Context) {
 			s.metrics.observeGauges(s.engine)
 		case <-step.C:
 			stepping = false
-			s.deliver(events, live)
+			// Count first: a client that has its last token may scrape at once and must
+			// see it counted, as a real server's counters are updated with the iteration.
 			s.metrics.addCounters(s.engine)
+			s.deliver(events, live)
 			s.metrics.observeGauges(s.engine)
 			kick()
 		}
