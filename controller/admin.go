@@ -71,7 +71,8 @@ func (s adminService) GetNode(ctx context.Context, r *llmscalerv1.GetNodeRequest
 	return &llmscalerv1.GetNodeResponse{Node: n, Instances: ins}, nil
 }
 
-func (s adminService) setCordon(ctx context.Context, id string, c *cordon) (*llmscalerv1.Node, error) {
+// setCordon cordons (c set) or uncordons a node, recording by, the caller.
+func (s adminService) setCordon(ctx context.Context, id string, c *cordon, by string) (*llmscalerv1.Node, error) {
 	if err := names.NodeID(id); err != nil {
 		return nil, badField("node_id", "%v", err).grpcStatus()
 	}
@@ -79,7 +80,7 @@ func (s adminService) setCordon(ctx context.Context, id string, c *cordon) (*llm
 	if err != nil {
 		return nil, storeError(err)
 	}
-	if err := s.c.store.setCordon(ctx, id, c); err != nil {
+	if err := s.c.store.setCordon(ctx, id, c, by); err != nil {
 		return nil, storeError(err)
 	}
 	n.Cordoned = c != nil
@@ -97,29 +98,32 @@ func (s adminService) CordonNode(ctx context.Context, r *llmscalerv1.CordonNodeR
 	if reason == "" {
 		reason = "cordoned by an operator"
 	}
-	n, err := s.setCordon(ctx, r.GetNodeId(), &cordon{Reason: reason, Since: s.c.now().UTC()})
+	by := callerFrom(ctx).String()
+	n, err := s.setCordon(ctx, r.GetNodeId(), &cordon{Reason: reason, Since: s.c.now().UTC(), By: by}, by)
 	if err != nil {
 		return nil, err
 	}
-	s.c.log.Info("node cordoned", "node_id", r.GetNodeId(), "reason", reason)
+	s.c.log.Info("node cordoned", "node_id", r.GetNodeId(), "reason", reason, "caller", by)
 	return &llmscalerv1.CordonNodeResponse{Node: n}, nil
 }
 
 func (s adminService) UncordonNode(ctx context.Context, r *llmscalerv1.UncordonNodeRequest) (*llmscalerv1.UncordonNodeResponse, error) {
-	n, err := s.setCordon(ctx, r.GetNodeId(), nil)
+	by := callerFrom(ctx).String()
+	n, err := s.setCordon(ctx, r.GetNodeId(), nil, by)
 	if err != nil {
 		return nil, err
 	}
-	s.c.log.Info("node uncordoned", "node_id", r.GetNodeId())
+	s.c.log.Info("node uncordoned", "node_id", r.GetNodeId(), "caller", by)
 	return &llmscalerv1.UncordonNodeResponse{Node: n}, nil
 }
 
 func (s adminService) DrainNode(ctx context.Context, r *llmscalerv1.DrainNodeRequest) (*llmscalerv1.DrainNodeResponse, error) {
-	n, err := s.setCordon(ctx, r.GetNodeId(), &cordon{Reason: "draining: instances move elsewhere", Since: s.c.now().UTC(), Drain: true})
+	by := callerFrom(ctx).String()
+	n, err := s.setCordon(ctx, r.GetNodeId(), &cordon{Reason: "draining: instances move elsewhere", Since: s.c.now().UTC(), Drain: true, By: by}, by)
 	if err != nil {
 		return nil, err
 	}
-	s.c.log.Info("node draining", "node_id", r.GetNodeId())
+	s.c.log.Info("node draining", "node_id", r.GetNodeId(), "caller", by)
 	return &llmscalerv1.DrainNodeResponse{Node: n}, nil
 }
 
@@ -134,8 +138,9 @@ func (s adminService) ApplyDeployment(ctx context.Context, r *llmscalerv1.ApplyD
 	if fe := validateDeploymentSpec(spec); fe != nil {
 		return nil, fe.grpcStatus()
 	}
+	by := callerFrom(ctx).String()
 	d, created, err := s.c.store.updateDeployment(ctx, spec.GetName(), func(cur *llmscalerv1.Deployment) (*llmscalerv1.Deployment, error) {
-		next := &llmscalerv1.Deployment{Spec: proto.Clone(spec).(*llmscalerv1.DeploymentSpec), Scale: &llmscalerv1.ScaleState{}}
+		next := &llmscalerv1.Deployment{Spec: proto.Clone(spec).(*llmscalerv1.DeploymentSpec), Scale: &llmscalerv1.ScaleState{}, UpdatedBy: by}
 		if cur != nil {
 			// A new spec keeps what ScaleDeployment set by hand. A count outside the new
 			// bounds is clamped into them when used, not silently dropped.
@@ -146,7 +151,7 @@ func (s adminService) ApplyDeployment(ctx context.Context, r *llmscalerv1.ApplyD
 	if err != nil {
 		return nil, storeError(err)
 	}
-	s.c.log.Info("deployment applied", "deployment", spec.GetName(), "generation", d.GetGeneration(), "created", created)
+	s.c.log.Info("deployment applied", "deployment", spec.GetName(), "generation", d.GetGeneration(), "created", created, "caller", by)
 	return &llmscalerv1.ApplyDeploymentResponse{Deployment: d, Created: created}, nil
 }
 
@@ -191,10 +196,11 @@ func (s adminService) DeleteDeployment(ctx context.Context, r *llmscalerv1.Delet
 	if err := names.DeploymentName(r.GetName()); err != nil {
 		return nil, badField("name", "%v", err).grpcStatus()
 	}
-	if err := s.c.store.deleteDeployment(ctx, r.GetName()); err != nil {
+	by := callerFrom(ctx).String()
+	if err := s.c.store.deleteDeployment(ctx, r.GetName(), by); err != nil {
 		return nil, storeError(err)
 	}
-	s.c.log.Info("deployment deleted", "deployment", r.GetName())
+	s.c.log.Info("deployment deleted", "deployment", r.GetName(), "caller", by)
 	return &llmscalerv1.DeleteDeploymentResponse{}, nil
 }
 
@@ -202,6 +208,7 @@ func (s adminService) ScaleDeployment(ctx context.Context, r *llmscalerv1.ScaleD
 	if err := names.DeploymentName(r.GetName()); err != nil {
 		return nil, badField("name", "%v", err).grpcStatus()
 	}
+	by := callerFrom(ctx).String()
 	d, _, err := s.c.store.updateDeployment(ctx, r.GetName(), func(cur *llmscalerv1.Deployment) (*llmscalerv1.Deployment, error) {
 		if cur == nil {
 			return nil, fmt.Errorf("deployment %q: %w", r.GetName(), errNotFound)
@@ -210,6 +217,7 @@ func (s adminService) ScaleDeployment(ctx context.Context, r *llmscalerv1.ScaleD
 			return nil, fe
 		}
 		next := proto.Clone(cur).(*llmscalerv1.Deployment)
+		next.UpdatedBy = by
 		if next.Scale == nil {
 			next.Scale = &llmscalerv1.ScaleState{}
 		}
@@ -235,7 +243,7 @@ func (s adminService) ScaleDeployment(ctx context.Context, r *llmscalerv1.ScaleD
 		return nil, storeError(err)
 	}
 	s.c.log.Info("deployment scaled", "deployment", r.GetName(), "generation", d.GetGeneration(),
-		"manual_replicas", d.GetScale().GetManualReplicas(), "paused", d.GetScale().GetPaused())
+		"manual_replicas", d.GetScale().GetManualReplicas(), "paused", d.GetScale().GetPaused(), "caller", by)
 	s.c.fillStatus(d)
 	return &llmscalerv1.ScaleDeploymentResponse{Deployment: d}, nil
 }

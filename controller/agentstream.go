@@ -40,6 +40,13 @@ func (s agentService) Connect(stream llmscalerv1.AgentService_ConnectServer) err
 		return err
 	}
 	log := c.log.With("node_id", hello.GetNodeId())
+	// A node speaks only for itself: the authorization interceptor let a node identity in,
+	// and here its hello must claim that very node, before anything is registered.
+	if cl := callerFrom(stream.Context()); !cl.insecure && cl.id.Node != hello.GetNodeId() {
+		c.metrics.refused.WithLabelValues(codes.PermissionDenied.String()).Inc()
+		log.Warn("agent refused: hello names another node than its certificate", "certificate", cl.describe())
+		return status.Errorf(codes.PermissionDenied, "hello.node_id %q is not this agent's node: its certificate is for node %q", hello.GetNodeId(), cl.id.Node)
+	}
 	for {
 		if t := c.currentTerm(); t != nil {
 			return c.serveAgent(stream, t, hello)

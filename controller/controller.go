@@ -68,8 +68,15 @@ type Config struct {
 	NodeGrace time.Duration
 	// ShutdownTimeout bounds the graceful stop of the gRPC server; default 10 s.
 	ShutdownTimeout time.Duration
-	// Credentials secure gRPC; default transport.Plaintext.
+	// Credentials secure gRPC; default transport.Plaintext, with which every caller is
+	// treated as admin (there is no identity to check). With transport.MutualTLS each call is
+	// authorized by the identity of its client certificate (see authz.go).
 	Credentials transport.Credentials
+	// AdminRate and AdminBurst bound the changing admin calls (apply, delete, scale, cordon,
+	// uncordon, drain) of each caller identity: AdminRate a second, in bursts of AdminBurst;
+	// default 10 and 50. A negative AdminRate sets no limit.
+	AdminRate  float64
+	AdminBurst int
 	// Backoff paces retries of etcd sessions and watches; default backoff.Default.
 	Backoff backoff.Config
 	// Now is the clock; default time.Now.
@@ -106,6 +113,12 @@ func (cfg *Config) setDefaults() {
 	if cfg.Credentials == nil {
 		cfg.Credentials = transport.Plaintext
 	}
+	if cfg.AdminRate == 0 {
+		cfg.AdminRate = DefaultAdminRate
+	}
+	if cfg.AdminBurst == 0 {
+		cfg.AdminBurst = DefaultAdminBurst
+	}
 	if cfg.Backoff == (backoff.Config{}) {
 		cfg.Backoff = backoff.Default
 	}
@@ -125,6 +138,9 @@ func (cfg *Config) validate() error {
 		if d.v < 10*time.Millisecond || d.v > time.Hour {
 			return fmt.Errorf("%s %v: must lie between 10ms and 1h", d.flag, d.v)
 		}
+	}
+	if cfg.AdminBurst < 1 {
+		return fmt.Errorf("--admin-burst %d: must be at least 1", cfg.AdminBurst)
 	}
 	if len(cfg.EtcdEndpoints) == 0 && cfg.DataDir == "" {
 		return errors.New("--data-dir: required for the embedded etcd (or give --etcd-endpoints)")
@@ -185,6 +201,7 @@ type Controller struct {
 	changes *notifier // wakes waiters when leadership or the observed leader changes
 	store   *store
 	health  *health.Server
+	limits  *limiters
 
 	mu   sync.Mutex
 	term *term
@@ -232,6 +249,7 @@ func New(cfg Config, log hclog.Logger) (*Controller, error) {
 		events:  newEventHub(),
 		changes: newNotifier(),
 		health:  health.NewServer(),
+		limits:  newLimiters(cfg.AdminRate, cfg.AdminBurst),
 	}
 	c.info = &llmscalerv1.ControllerInfo{Id: cfg.ID, GrpcAddress: adv, Version: buildinfo.Version()}
 	if hl != nil {
@@ -288,8 +306,10 @@ func (c *Controller) Run(ctx context.Context) error {
 	defer c.closeForwarding()
 
 	srv := grpc.NewServer(append(transport.ServerOptions(c.cfg.Credentials),
-		grpc.ChainUnaryInterceptor(c.unaryForward),
-		grpc.ChainStreamInterceptor(c.streamForward))...)
+		// Authorization comes first: a follower refuses what the caller may not do before
+		// forwarding anything.
+		grpc.ChainUnaryInterceptor(c.unaryAuth, c.unaryForward),
+		grpc.ChainStreamInterceptor(c.streamAuth, c.streamForward))...)
 	llmscalerv1.RegisterAgentServiceServer(srv, agentService{c: c})
 	llmscalerv1.RegisterAdminServiceServer(srv, adminService{c: c})
 	llmscalerv1.RegisterRouterServiceServer(srv, routerService{c: c})

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -256,5 +257,52 @@ func (e *engine) Decided(ctx context.Context, name string, d policy.Decision, ac
 		if err := e.c.store.putDecision(ctx, e.t.fence, pd); err != nil {
 			e.failWrite("journal a decision of "+name, err)
 		}
+	}
+}
+
+// scaledByHand journals a change that ScaleDeployment made to a deployment's scale state (a
+// count held by hand or handed back, autoscaling paused or resumed), with who made it: the
+// policy does not run while a count is held, so this is the journal's record of it.
+func (e *engine) scaledByHand(ctx context.Context, prev, d *llmscalerv1.Deployment) {
+	name := d.GetSpec().GetName()
+	was, now := prev.GetScale(), d.GetScale()
+	from, to := e.t.reconciler.desired(prev), e.t.reconciler.desired(d)
+	var what []string
+	switch {
+	case now.ManualReplicas != nil && (was.ManualReplicas == nil || *was.ManualReplicas != *now.ManualReplicas):
+		n := now.GetManualReplicas()
+		what = append(what, fmt.Sprintf("held at %d %s", n, map[bool]string{true: "replica", false: "replicas"}[n == 1]))
+	case now.ManualReplicas == nil && was.ManualReplicas != nil:
+		what = append(what, "count handed back to the policy")
+	}
+	switch {
+	case now.GetPaused() && !was.GetPaused():
+		what = append(what, "autoscaling paused")
+	case !now.GetPaused() && was.GetPaused():
+		what = append(what, "autoscaling resumed")
+	}
+	if len(what) == 0 {
+		return
+	}
+	by := d.GetUpdatedBy()
+	if by == "" {
+		by = "an unknown caller"
+	}
+	reason := fmt.Sprintf("scaled by hand by %s: %s", by, strings.Join(what, ", "))
+	pd := &llmscalerv1.Decision{
+		Time: timestamppb.New(e.c.now()), Deployment: name, Reason: reason,
+		FromReplicas: from, ToReplicas: to, Recommended: to,
+		Clamps: []*llmscalerv1.Clamp{{Kind: "manual", From: from, To: to, Reason: reason}},
+		Acted:  from != to, Epoch: e.t.epoch, Actor: d.GetUpdatedBy(),
+	}
+	e.log.Info("scaled by hand", "deployment", name, "from", from, "to", to, "caller", by)
+	e.journal.add(pd)
+	e.c.events.publish(&llmscalerv1.Event{Time: pd.GetTime(), Type: llmscalerv1.EventType_EVENT_TYPE_DECISION,
+		Deployment: name, Message: reason, Decision: pd, Actor: pd.GetActor()})
+	e.mu.Lock()
+	e.stored[name] = pd
+	e.mu.Unlock()
+	if err := e.c.store.putDecision(ctx, e.t.fence, pd); err != nil {
+		e.failWrite("journal a change by hand of "+name, err)
 	}
 }

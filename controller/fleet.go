@@ -215,8 +215,8 @@ func (f *fleet) expire() []*llmscalerv1.Node {
 	return lost
 }
 
-// setCordon applies a cordon change seen in etcd.
-func (f *fleet) setCordon(nodeID string, c *cordon) {
+// setCordon applies a cordon change seen in etcd, made by the caller by.
+func (f *fleet) setCordon(nodeID string, c *cordon, by string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if c == nil {
@@ -237,7 +237,7 @@ func (f *fleet) setCordon(nodeID string, c *cordon) {
 	if was == e.node.GetCordoned() && wasDraining == e.node.GetDraining() {
 		return
 	}
-	ev := &llmscalerv1.Event{Time: timestamppb.New(f.now()), NodeId: nodeID}
+	ev := &llmscalerv1.Event{Time: timestamppb.New(f.now()), NodeId: nodeID, Actor: by}
 	if c == nil {
 		ev.Type, ev.Message = llmscalerv1.EventType_EVENT_TYPE_NODE_UNCORDONED, fmt.Sprintf("node %s uncordoned", nodeID)
 	} else {
@@ -245,6 +245,9 @@ func (f *fleet) setCordon(nodeID string, c *cordon) {
 		if c.Drain {
 			ev.Message = fmt.Sprintf("node %s cordoned and draining: %s", nodeID, c.Reason)
 		}
+	}
+	if by != "" {
+		ev.Message += ", by " + by
 	}
 	f.publish(ev)
 }

@@ -86,6 +86,10 @@ func (c *Controller) forwardContext(ctx context.Context) context.Context {
 		}
 	}
 	out.Set(forwardedKey, c.info.GetId())
+	// The leader authorizes the call again, as the caller this controller forwards for.
+	if cl := callerFrom(ctx); !cl.insecure {
+		out.Set(callerKey, cl.id.URI())
+	}
 	return metadata.NewOutgoingContext(ctx, out)
 }
 

@@ -70,7 +70,8 @@ func (s *store) decisions(ctx context.Context, dep string) ([]*llmscalerv1.Decis
 
 // deleteDeploymentState removes a deleted deployment's journal and autoscaler count.
 func (s *store) deleteDeploymentState(ctx context.Context, f fence, dep string) error {
-	return f.commit(ctx, clientv3.OpDelete(s.decisionsPrefix(dep), clientv3.WithPrefix()), clientv3.OpDelete(s.autoscaleKey(dep)))
+	return f.commit(ctx, clientv3.OpDelete(s.decisionsPrefix(dep), clientv3.WithPrefix()), clientv3.OpDelete(s.autoscaleKey(dep)),
+		clientv3.OpDelete(s.removedKey("deployments", dep)))
 }
 
 // putAutoscale stores the count the autoscaler set for a deployment, so that a new leader

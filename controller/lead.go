@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -163,7 +164,7 @@ func (c *Controller) watchCordons(ctx context.Context, t *term, rev int64) error
 		for _, ev := range resp.Events {
 			id := strings.TrimPrefix(string(ev.Kv.Key), pfx)
 			if ev.Type == clientv3.EventTypeDelete {
-				t.fleet.setCordon(id, nil)
+				t.fleet.setCordon(id, nil, c.store.removedBy(ctx, "cordons", id, ev.Kv.ModRevision))
 				continue
 			}
 			cs, err := decodeCordon(ev.Kv.Value)
@@ -171,7 +172,7 @@ func (c *Controller) watchCordons(ctx context.Context, t *term, rev int64) error
 				t.log.Warn("undecodable cordon", "node_id", id, "error", err)
 				continue
 			}
-			t.fleet.setCordon(id, cs)
+			t.fleet.setCordon(id, cs, cs.By)
 		}
 	}
 	if ctx.Err() != nil {
@@ -192,6 +193,8 @@ func (c *Controller) watchDeployments(ctx context.Context, t *term, rev int64) e
 			name := strings.TrimPrefix(string(ev.Kv.Key), pfx)
 			e := &llmscalerv1.Event{Time: timestamppb.New(c.now()), Deployment: name}
 			if ev.Type == clientv3.EventTypeDelete {
+				// Who deleted it is read before remove drops the record.
+				e.Actor = c.store.removedBy(ctx, "deployments", name, ev.Kv.ModRevision)
 				e.Type, e.Message = llmscalerv1.EventType_EVENT_TYPE_DEPLOYMENT_DELETED, fmt.Sprintf("deployment %s deleted", name)
 				t.reconciler.deleteDeployment(name)
 				t.engine.remove(ctx, name)
@@ -201,9 +204,16 @@ func (c *Controller) watchDeployments(ctx context.Context, t *term, rev int64) e
 				if err := proto.Unmarshal(ev.Kv.Value, d); err != nil {
 					t.log.Warn("undecodable deployment", "deployment", name, "error", err)
 				} else {
+					e.Actor = d.GetUpdatedBy()
+					if prev := decodePrev(ev.PrevKv); prev != nil && !proto.Equal(prev.GetScale(), d.GetScale()) {
+						t.engine.scaledByHand(ctx, prev, d)
+					}
 					t.engine.put(d)
 					t.reconciler.putDeployment(d)
 				}
+			}
+			if e.Actor != "" {
+				e.Message += ", by " + e.Actor
 			}
 			c.events.publish(e)
 		}
@@ -212,4 +222,17 @@ func (c *Controller) watchDeployments(ctx context.Context, t *term, rev int64) e
 		return nil
 	}
 	return errors.New("deployment watch closed")
+}
+
+// decodePrev decodes the previous value of a deployment's key, nil when there was none or it
+// does not decode.
+func decodePrev(kv *mvccpb.KeyValue) *llmscalerv1.Deployment {
+	if kv == nil {
+		return nil
+	}
+	d := &llmscalerv1.Deployment{}
+	if err := proto.Unmarshal(kv.Value, d); err != nil {
+		return nil
+	}
+	return d
 }

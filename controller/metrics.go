@@ -19,6 +19,8 @@ type metrics struct {
 	messages      *prometheus.CounterVec
 	commandsSent  prometheus.Counter
 	forwarded     prometheus.Counter
+	// refused counts calls refused by authorization or the rate limit, by gRPC code.
+	refused *prometheus.CounterVec
 	// endpointUpdates counts routing tables sent to routers; routerReports the reports
 	// routers sent.
 	endpointUpdates prometheus.Counter
@@ -46,6 +48,8 @@ func newMetrics(c *Controller) *metrics {
 			Help: "Commands sent to agents."}),
 		forwarded: prometheus.NewCounter(prometheus.CounterOpts{Name: "llmscaler_controller_admin_forwarded_total",
 			Help: "Admin calls this follower forwarded to the leader."}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llmscaler_controller_calls_refused_total",
+			Help: "gRPC calls refused before their handler: by authorization (PermissionDenied, Unauthenticated) or the admin rate limit (ResourceExhausted)."}, []string{"code"}),
 		endpointUpdates: prometheus.NewCounter(prometheus.CounterOpts{Name: "llmscaler_controller_endpoint_updates_total",
 			Help: "Routing tables sent to routers' WatchEndpoints."}),
 		routerReports: prometheus.NewCounter(prometheus.CounterOpts{Name: "llmscaler_controller_router_reports_total",
@@ -57,7 +61,7 @@ func newMetrics(c *Controller) *metrics {
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llmscaler_deployment_decisions_total",
 			Help: "Policy evaluations by deployment and kind: scale_up, scale_down, hold (a recommended change that clamps held back), dry_run."}, []string{"deployment", "kind"}),
 	}
-	m.reg.MustRegister(m.desired, m.current, m.decisions, m.isLeader, m.epoch, m.leaderChanges, m.streams, m.messages, m.commandsSent, m.forwarded, m.endpointUpdates, m.routerReports,
+	m.reg.MustRegister(m.desired, m.current, m.decisions, m.isLeader, m.epoch, m.leaderChanges, m.streams, m.messages, m.commandsSent, m.forwarded, m.refused, m.endpointUpdates, m.routerReports,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		nodeCollector{c})
 	return m

@@ -22,6 +22,10 @@ import (
 //	deployments/<name>   Deployment (spec and scale state, no status); written by admin calls on any controller
 //	cordons/<node>       cordon record (JSON); written by admin calls on any controller
 //	nodes/<node>         Node as last registered (inventory, lost or not); written by the leader only, fenced
+//	removed/deployments/<name>, removed/cordons/<node>
+//	                     who deleted a deployment or uncordoned a node (the caller's identity),
+//	                     written in the same transaction as the delete, so the leader can say
+//	                     who in the event; a deployment's is removed with its journal
 //
 // Nothing is written per report: node records change when an agent connects or is marked lost.
 
@@ -45,6 +49,20 @@ func (s *store) nodeKey(id string) string         { return s.prefix + "/nodes/" 
 func (s *store) nodesPrefix() string              { return s.prefix + "/nodes/" }
 func (s *store) cordonKey(id string) string       { return s.prefix + "/cordons/" + id }
 func (s *store) cordonsPrefix() string            { return s.prefix + "/cordons/" }
+
+// removedKey records who removed the key of kind ("deployments", "cordons") and name.
+func (s *store) removedKey(kind, name string) string {
+	return s.prefix + "/removed/" + kind + "/" + name
+}
+
+// removedBy returns who removed kind/name in the delete at revision rev, "" if unknown.
+func (s *store) removedBy(ctx context.Context, kind, name string, rev int64) string {
+	resp, err := s.cli.Get(ctx, s.removedKey(kind, name))
+	if err != nil || len(resp.Kvs) == 0 || resp.Kvs[0].ModRevision != rev {
+		return ""
+	}
+	return string(resp.Kvs[0].Value)
+}
 
 // fence makes leader writes conditional on the leader's election key still having the
 // creation revision it had when it won: a deposed leader's writes fail instead of landing.
@@ -150,13 +168,17 @@ func (s *store) updateDeployment(ctx context.Context, name string, fn func(cur *
 	return nil, false, fmt.Errorf("write deployment %s: too many concurrent changes, try again", name)
 }
 
-// deleteDeployment removes a deployment; errNotFound if there was none.
-func (s *store) deleteDeployment(ctx context.Context, name string) error {
-	resp, err := s.cli.Delete(ctx, s.deploymentKey(name))
+// deleteDeployment removes a deployment, recording by, the caller; errNotFound if there was none.
+func (s *store) deleteDeployment(ctx context.Context, name, by string) error {
+	key := s.deploymentKey(name)
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), ">", 0)).
+		Then(clientv3.OpDelete(key), clientv3.OpPut(s.removedKey("deployments", name), by)).
+		Commit()
 	if err != nil {
 		return fmt.Errorf("delete deployment %s: %w", name, err)
 	}
-	if resp.Deleted == 0 {
+	if !resp.Succeeded {
 		return fmt.Errorf("deployment %q: %w", name, errNotFound)
 	}
 	return nil
@@ -168,11 +190,19 @@ type cordon struct {
 	Since  time.Time `json:"since"`
 	// Drain moves the node's instances elsewhere as well.
 	Drain bool `json:"drain,omitempty"`
+	// By is the identity of the caller who cordoned the node.
+	By string `json:"by,omitempty"`
 }
 
-func (s *store) setCordon(ctx context.Context, nodeID string, c *cordon) error {
+// setCordon stores a cordon, or removes it (c nil) recording by, the caller.
+func (s *store) setCordon(ctx context.Context, nodeID string, c *cordon, by string) error {
 	if c == nil {
-		if _, err := s.cli.Delete(ctx, s.cordonKey(nodeID)); err != nil {
+		key := s.cordonKey(nodeID)
+		// Only an existing cordon's removal is recorded: the leader sees no event otherwise.
+		if _, err := s.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(key), ">", 0)).
+			Then(clientv3.OpDelete(key), clientv3.OpPut(s.removedKey("cordons", nodeID), by)).
+			Commit(); err != nil {
 			return fmt.Errorf("uncordon %s: %w", nodeID, err)
 		}
 		return nil

@@ -364,7 +364,7 @@ func TestDashboardMetricsExposed(t *testing.T) {
 		"llmscaler-controller": freePort(t), "llmscaler-agent": freePort(t), "llmscaler-router": freePort(t),
 	}
 	startDaemon(t, "llmscaler-controller", "--data-dir", filepath.Join(dir, "controller"), "--grpc-addr", grpcAddr,
-		"--http-addr", httpAddrs["llmscaler-controller"], "--etcd-client-addr", freePort(t), "--etcd-peer-addr", freePort(t))
+		"--http-addr", httpAddrs["llmscaler-controller"], "--etcd-client-addr", freePort(t), "--etcd-peer-addr", freePort(t), "--insecure")
 
 	dep := fmt.Sprintf("dashboard-%d", os.Getpid())
 	catalog, err := os.ReadFile("../examples/catalog-fake.yaml")
@@ -380,8 +380,8 @@ func TestDashboardMetricsExposed(t *testing.T) {
 	// (cleanups run last first), so no agent is left to restart a server it kills.
 	t.Cleanup(func() { killServers(dep) })
 	startDaemon(t, "llmscaler-agent", "--controller", grpcAddr, "--node-id", "n1", "--gpu-backend", "fake", "--fake-gpus", "2",
-		"--catalog", catPath, "--data-dir", filepath.Join(dir, "agent"), "--http-addr", httpAddrs["llmscaler-agent"])
-	startDaemon(t, "llmscaler-router", "--controller", grpcAddr, "--listen", httpAddrs["llmscaler-router"], "--report-interval", "500ms")
+		"--catalog", catPath, "--data-dir", filepath.Join(dir, "agent"), "--http-addr", httpAddrs["llmscaler-agent"], "--insecure")
+	startDaemon(t, "llmscaler-router", "--controller", grpcAddr, "--listen", httpAddrs["llmscaler-router"], "--report-interval", "500ms", "--insecure")
 
 	conn, err := grpc.NewClient(grpcAddr, transport.DialOptions(transport.Plaintext)...)
 	if err != nil {

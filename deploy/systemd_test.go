@@ -264,4 +264,22 @@ func TestSysusersAndTmpfiles(t *testing.T) {
 	if !fi.IsDir() || fi.Mode().Perm() != 0o750 || st.Uid != 0 || int(st.Gid) != gid {
 		t.Errorf("/etc/llmscaler: %v owner %d:%d, want a directory 0750 root:llmscaler (0:%d)", fi.Mode(), st.Uid, st.Gid, gid)
 	}
+	// The TLS files the example configs name live in /etc/llmscaler/tls, readable by the group.
+	fi, err = os.Stat(filepath.Join(root, "etc/llmscaler/tls"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); !ok || !fi.IsDir() || fi.Mode().Perm() != 0o750 || st.Uid != 0 || int(st.Gid) != gid {
+		t.Errorf("/etc/llmscaler/tls: %v, want a directory 0750 root:llmscaler (0:%d)", fi.Mode(), gid)
+	}
+	for _, d := range daemons {
+		short := strings.TrimPrefix(d, "llmscaler-")
+		b, err := os.ReadFile(short + ".yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), "\ntls-ca: /etc/llmscaler/tls/ca.crt\n") {
+			t.Errorf("%s.yaml does not set tls-ca: /etc/llmscaler/tls/ca.crt, the directory the tmpfiles make", short)
+		}
+	}
 }

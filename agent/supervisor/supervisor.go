@@ -108,7 +108,8 @@ const (
 
 // Errors that Start and Stop wrap, for errors.Is. The wrapping message names the bad value.
 var (
-	// ErrInvalidInstanceID: the instance id is not 1-128 letters, digits, '-', '.', '_'.
+	// ErrInvalidInstanceID: the instance id breaks names.InstanceID (1-128 letters, digits,
+	// '-', '.', '_', no ".."): it would not be one plain file name under the logs directory.
 	ErrInvalidInstanceID = errors.New("invalid instance id")
 	// ErrInvalidDeployment: the deployment name is not a valid deployment name.
 	ErrInvalidDeployment = errors.New("invalid deployment name")
@@ -306,8 +307,8 @@ func (s *Supervisor) adoptLocked(r *record, now time.Time) error {
 		skipDrain: r.SkipDrain, signalledAt: r.SignalledAt, killed: r.Killed, failOnExit: r.FailOnExit,
 		log: s.log.With("instance_id", r.InstanceID, "deployment", r.Deployment),
 	}
-	if names.Profile(inst.id) != nil {
-		return fmt.Errorf("state file: bad instance id %q", inst.id)
+	if err := names.InstanceID(inst.id); err != nil {
+		return fmt.Errorf("state file: %w: instance_id %v", ErrInvalidInstanceID, err)
 	}
 	prof, ok := s.cfg.Catalog.Profile(r.Profile)
 	if !ok {
@@ -367,7 +368,7 @@ func live(p llmscalerv1.InstancePhase) bool {
 // instance's life, and a resent command must not revive one that was stopped.
 func (s *Supervisor) Start(req *llmscalerv1.StartInstance) error {
 	id, dep, profName, gpus := req.GetInstanceId(), req.GetDeployment(), req.GetProfile(), req.GetGpuIndices()
-	if err := names.Profile(id); err != nil {
+	if err := names.InstanceID(id); err != nil {
 		return fmt.Errorf("%w: instance_id %v", ErrInvalidInstanceID, err)
 	}
 	if err := names.DeploymentName(dep); err != nil {
@@ -432,6 +433,9 @@ func (s *Supervisor) Start(req *llmscalerv1.StartInstance) error {
 // stopped does nothing; a FAILED one becomes STOPPED.
 func (s *Supervisor) Stop(req *llmscalerv1.StopInstance) error {
 	id := req.GetInstanceId()
+	if err := names.InstanceID(id); err != nil {
+		return fmt.Errorf("%w: instance_id %v", ErrInvalidInstanceID, err)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	inst, ok := s.instances[id]

@@ -7,10 +7,12 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/llmscaler/llmscaler/agent"
 	"github.com/llmscaler/llmscaler/internal/cli"
 	"github.com/llmscaler/llmscaler/internal/flagfile"
+	"github.com/llmscaler/llmscaler/internal/transport"
 )
 
 func main() { cli.Main("llmscaler-agent", run) }
@@ -28,6 +30,19 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	var endpoints []cli.Endpoint
+	for _, c := range cfg.Controllers {
+		endpoints = append(endpoints, cli.Endpoint{Flag: "--controller", Addr: c})
+	}
+	creds, id, err := s.tls.Credentials(log, endpoints...)
+	if err != nil {
+		return err
+	}
+	if creds != transport.Plaintext && id != transport.NodeIdentity(cfg.NodeID) {
+		return fmt.Errorf("--tls-cert: the certificate is %s's (%s), not node %s's: the controller would refuse it; give --node-id %s or node %s's certificate",
+			id, id.URI(), cfg.NodeID, strings.TrimPrefix(id.String(), "node/"), cfg.NodeID)
+	}
+	cfg.Credentials = creds
 	a, err := agent.New(cfg, log)
 	if err != nil {
 		return err
@@ -40,6 +55,7 @@ type settings struct {
 	cfg         agent.Config
 	controllers flagfile.List
 	labels      flagfile.Map
+	tls         cli.TLS
 	common      cli.Common
 }
 
@@ -62,6 +78,7 @@ func newFlags() (*flag.FlagSet, *settings) {
 	fs.IntVar(&cfg.ReportBuffer, "report-buffer", 0, "reports kept while disconnected (default 300)")
 	fs.DurationVar(&cfg.HealthInterval, "health-interval", 0, "how often a READY server's health path is checked (default 10s)")
 	fs.IntVar(&cfg.UnhealthyChecks, "unhealthy-checks", 0, "checks in a row with neither a health answer nor progress in the metrics before a server is taken for hung and killed (default 3)")
+	s.tls.Register(fs)
 	s.common.Register(fs)
 	return fs, s
 }

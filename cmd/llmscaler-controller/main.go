@@ -5,10 +5,12 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 
 	"github.com/llmscaler/llmscaler/controller"
 	"github.com/llmscaler/llmscaler/internal/cli"
 	"github.com/llmscaler/llmscaler/internal/flagfile"
+	"github.com/llmscaler/llmscaler/internal/transport"
 )
 
 func main() { cli.Main("llmscaler-controller", run) }
@@ -20,10 +22,30 @@ func run(ctx context.Context, args []string) error {
 	}
 	cfg := s.cfg
 	cfg.EtcdEndpoints = s.endpoints
+	switch {
+	case s.adminRate < 0:
+		return fmt.Errorf("--admin-rate %g: must not be negative (0: no limit)", s.adminRate)
+	case s.adminRate == 0:
+		cfg.AdminRate = -1 // the library's "no limit"; its zero is the default
+	default:
+		cfg.AdminRate = s.adminRate
+	}
 	log, err := s.common.Logger()
 	if err != nil {
 		return err
 	}
+	endpoints := []cli.Endpoint{{Flag: "--grpc-addr", Addr: cfg.GRPCAddr}}
+	if cfg.AdvertiseAddr != "" {
+		endpoints = append(endpoints, cli.Endpoint{Flag: "--advertise-addr", Addr: cfg.AdvertiseAddr})
+	}
+	creds, id, err := s.tls.Credentials(log, endpoints...)
+	if err != nil {
+		return err
+	}
+	if creds != transport.Plaintext && id.Role != transport.RoleController {
+		return fmt.Errorf("--tls-cert: the certificate is %s's (%s), not a controller's", id, id.URI())
+	}
+	cfg.Credentials = creds
 	c, err := controller.New(cfg, log)
 	if err != nil {
 		return err
@@ -35,6 +57,8 @@ func run(ctx context.Context, args []string) error {
 type settings struct {
 	cfg       controller.Config
 	endpoints flagfile.List
+	adminRate float64
+	tls       cli.TLS
 	common    cli.Common
 }
 
@@ -57,6 +81,9 @@ func newFlags() (*flag.FlagSet, *settings) {
 	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", 0, "heartbeat interval on agent streams (default 5s)")
 	fs.DurationVar(&cfg.NodeGrace, "node-grace", 0, "how long a node's stream may be gone before it is marked lost (default 15s)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 0, "bound on the graceful stop of the gRPC server (default 10s)")
+	fs.Float64Var(&s.adminRate, "admin-rate", controller.DefaultAdminRate, "changing admin calls (apply, delete, scale, cordon, uncordon, drain) allowed to each caller identity a second; more get ResourceExhausted (0: no limit)")
+	fs.IntVar(&cfg.AdminBurst, "admin-burst", controller.DefaultAdminBurst, "changing admin calls each caller identity may make at once above --admin-rate")
+	s.tls.Register(fs)
 	s.common.Register(fs)
 	return fs, s
 }

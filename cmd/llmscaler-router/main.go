@@ -39,7 +39,14 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	conn, err := grpc.NewClient(s.controller, transport.DialOptions(transport.Plaintext)...)
+	creds, id, err := s.tls.Credentials(log, cli.Endpoint{Flag: "--controller", Addr: s.controller})
+	if err != nil {
+		return err
+	}
+	if creds != transport.Plaintext && id.Role != transport.RoleRouter {
+		return fmt.Errorf("--tls-cert: the certificate is %s's (%s), not a router's: the controller would refuse its calls", id, id.URI())
+	}
+	conn, err := grpc.NewClient(s.controller, transport.DialOptions(creds)...)
 	if err != nil {
 		return fmt.Errorf("--controller %q: %w", s.controller, err)
 	}
@@ -85,6 +92,7 @@ type settings struct {
 	maxQueue    int
 	deployments flagfile.List
 	shutdown    time.Duration
+	tls         cli.TLS
 	common      cli.Common
 }
 
@@ -100,6 +108,7 @@ func newFlags() (*flag.FlagSet, *settings) {
 	fs.IntVar(&s.maxQueue, "max-queue", 1000, "requests each deployment may have waiting in the router")
 	fs.Var(&s.deployments, "deployments", "comma-separated deployments to serve (default all)")
 	fs.DurationVar(&s.shutdown, "shutdown-timeout", 30*time.Second, "how long requests in flight may finish after SIGTERM")
+	s.tls.Register(fs)
 	s.common.Register(fs)
 	return fs, s
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/llmscaler/llmscaler/controller"
 	"github.com/llmscaler/llmscaler/internal/loadgen"
 	"github.com/llmscaler/llmscaler/internal/logging"
+	"github.com/llmscaler/llmscaler/internal/pki"
 	"github.com/llmscaler/llmscaler/internal/router"
 	"github.com/llmscaler/llmscaler/internal/routerlink"
 	"github.com/llmscaler/llmscaler/internal/sim"
@@ -177,31 +178,65 @@ func runDemo(ctx context.Context, args []string, out io.Writer) error {
 	if err := os.WriteFile(catPath, []byte(fmt.Sprintf(demoCatalog, strconv.Quote(self), demoColdStart.String())), 0o600); err != nil {
 		return err
 	}
+	// The whole fleet speaks mutual TLS, with certificates made as `llmscaler certs` makes them.
+	nodeIDs := make([]string, f.agents)
+	for i := range nodeIDs {
+		nodeIDs[i] = fmt.Sprintf("fake-node-%d", i+1)
+	}
+	tlsDir := filepath.Join(dir, "tls")
+	var hosts []string
+	if h, _, err := net.SplitHostPort(f.grpcAddr); err == nil && h != "" && !transport.IsLoopback(f.grpcAddr) {
+		hosts = append(hosts, h)
+	}
+	if _, err := pki.Write(pki.Set{Dir: tlsDir, Nodes: nodeIDs, Hosts: hosts, Days: 1, Force: true}); err != nil {
+		return fmt.Errorf("make the demo's certificates: %w", err)
+	}
+	creds := func(name string) (transport.Credentials, error) {
+		c, _, err := transport.LoadMutualTLS(filepath.Join(tlsDir, pki.CAName+".crt"), filepath.Join(tlsDir, name+".crt"), filepath.Join(tlsDir, name+".key"))
+		return c, err
+	}
+	ctlCreds, err := creds(pki.ControllerName)
+	if err != nil {
+		return err
+	}
 	routerLn, err := net.Listen("tcp", f.routerAddr)
 	if err != nil {
 		return fmt.Errorf("--router-addr %q: %w (another demo or router running? pass 127.0.0.1:0)", f.routerAddr, err)
 	}
 	c, err := controller.New(controller.Config{
 		ID: "demo-controller", GRPCAddr: f.grpcAddr, HTTPAddr: f.httpAddr, DataDir: filepath.Join(dir, "controller"),
-		EtcdClientAddr: f.etcdAddr, EtcdPeerAddr: "127.0.0.1:0",
+		EtcdClientAddr: f.etcdAddr, EtcdPeerAddr: "127.0.0.1:0", Credentials: ctlCreds,
 	}, log)
 	if err != nil {
 		routerLn.Close()
 		return fmt.Errorf("%w (another demo or controller running? pass --grpc-addr and --http-addr 127.0.0.1:0)", err)
 	}
-	conn, err := grpc.NewClient(c.GRPCAddr(), transport.DialOptions(transport.Plaintext)...)
+	dialAs := func(name string) (*grpc.ClientConn, error) {
+		cr, err := creds(name)
+		if err != nil {
+			return nil, err
+		}
+		return grpc.NewClient(c.GRPCAddr(), transport.DialOptions(cr)...)
+	}
+	conn, err := dialAs(pki.AdminName)
 	if err != nil {
 		routerLn.Close()
 		return err
 	}
 	defer conn.Close()
+	routerConn, err := dialAs(pki.RouterName)
+	if err != nil {
+		routerLn.Close()
+		return err
+	}
+	defer routerConn.Close()
 	rt, err := router.New(router.Config{Logger: log})
 	if err != nil {
 		routerLn.Close()
 		return err
 	}
 	defer rt.Close()
-	link, err := routerlink.New(routerlink.Config{ID: "demo-router"}, conn, rt, log)
+	link, err := routerlink.New(routerlink.Config{ID: "demo-router"}, routerConn, rt, log)
 	if err != nil {
 		routerLn.Close()
 		return err
@@ -213,11 +248,17 @@ func runDemo(ctx context.Context, args []string, out io.Writer) error {
 	defer stopAll()
 	g, gctx := errgroup.WithContext(runCtx)
 	g.Go(func() error { return c.Run(gctx) })
-	for i := range f.agents {
-		id := fmt.Sprintf("fake-node-%d", i+1)
+	for _, id := range nodeIDs {
+		nodeCreds, err := creds(pki.NodeName(id))
+		if err != nil {
+			stopAll()
+			_ = g.Wait()
+			return err
+		}
 		a, err := agent.New(agent.Config{
 			Controllers: []string{c.GRPCAddr()}, NodeID: id, DataDir: filepath.Join(dir, id),
 			GPUBackend: "fake", FakeGPUs: f.gpus, Labels: map[string]string{"demo": "true"}, Catalog: catPath,
+			Credentials: nodeCreds,
 		}, log)
 		if err != nil {
 			stopAll()
@@ -242,6 +283,7 @@ func runDemo(ctx context.Context, args []string, out io.Writer) error {
 	d := &demo{
 		f: f, out: out, log: log, admin: llmscalerv1.NewAdminServiceClient(conn), rt: rt,
 		grpcAddr: c.GRPCAddr(), httpAddr: c.HTTPAddr(), routerURL: "http://" + routerLn.Addr().String(),
+		grpcurlTLS: fmt.Sprintf("-cacert %s -cert %s -key %s", filepath.Join(tlsDir, "ca.crt"), filepath.Join(tlsDir, "admin.crt"), filepath.Join(tlsDir, "admin.key")),
 	}
 	g.Go(func() error {
 		defer stopAll()
@@ -258,6 +300,8 @@ type demo struct {
 	admin                         llmscalerv1.AdminServiceClient
 	rt                            *router.Router
 	grpcAddr, httpAddr, routerURL string
+	// grpcurlTLS are grpcurl's flags for the demo's admin certificate.
+	grpcurlTLS string
 
 	mu      sync.Mutex
 	results []loadgen.Result
@@ -268,6 +312,8 @@ type demo struct {
 func (d *demo) run(ctx, runCtx context.Context) error {
 	fmt.Fprintf(d.out, "llmscaler demo: controller on %s (embedded etcd), %d agents with %d simulated GPUs each, router on %s\n",
 		d.grpcAddr, d.f.agents, d.f.gpus, d.routerURL)
+	fmt.Fprintf(d.out, "every gRPC connection is mutual TLS with certificates from `llmscaler certs`; as admin:\n  grpcurl %s %s llmscaler.v1.AdminService/GetClusterStatus\n",
+		d.grpcurlTLS, d.grpcAddr)
 	defer d.cleanup(runCtx)
 	if !poll(ctx, func() bool { return d.connectedNodes(ctx) == d.f.agents }) {
 		return nil
@@ -354,7 +400,7 @@ func (d *demo) watch(ctx context.Context, start time.Time, length time.Duration)
 		d.mu.Lock()
 		v := buildView(s, d.results, length, demoSLO)
 		d.mu.Unlock()
-		v.Commands = demoCommands(d.grpcAddr, d.httpAddr, d.routerURL)
+		v.Commands = demoCommands(d.grpcurlTLS, d.grpcAddr, d.httpAddr, d.routerURL)
 		if tty {
 			fmt.Fprint(d.out, "\x1b[H\x1b[2J")
 			v.render(d.out)
@@ -497,12 +543,13 @@ func (d *demo) ready(ctx context.Context) int {
 	return n
 }
 
-// demoCommands are the commands that inspect the live system.
-func demoCommands(grpcAddr, httpAddr, routerURL string) []string {
+// demoCommands are the commands that inspect the live system; tls are grpcurl's flags for
+// the admin certificate.
+func demoCommands(tls, grpcAddr, httpAddr, routerURL string) []string {
 	return []string{
-		fmt.Sprintf(`grpcurl -plaintext -d '{"deployment":"demo","limit":5}' %s llmscaler.v1.AdminService/ListDecisions`, grpcAddr),
-		fmt.Sprintf(`grpcurl -plaintext -d '{"deployment":"demo"}' %s llmscaler.v1.AdminService/ListInstances`, grpcAddr),
-		fmt.Sprintf(`grpcurl -plaintext %s llmscaler.v1.AdminService/GetClusterStatus`, grpcAddr),
+		fmt.Sprintf(`grpcurl %s -d '{"deployment":"demo","limit":5}' %s llmscaler.v1.AdminService/ListDecisions`, tls, grpcAddr),
+		fmt.Sprintf(`grpcurl %s -d '{"deployment":"demo"}' %s llmscaler.v1.AdminService/ListInstances`, tls, grpcAddr),
+		fmt.Sprintf(`grpcurl %s %s llmscaler.v1.AdminService/GetClusterStatus`, tls, grpcAddr),
 		fmt.Sprintf(`curl -s %s/v1/completions -d '{"model":"demo","prompt":"hi","max_tokens":16}'`, routerURL),
 		fmt.Sprintf(`curl -s http://%s/metrics | grep llmscaler_`, httpAddr),
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/llmscaler/llmscaler/internal/cli"
 	"github.com/llmscaler/llmscaler/internal/loadgen"
 	"github.com/llmscaler/llmscaler/internal/logging"
 )
@@ -36,6 +37,8 @@ func runLoad(ctx context.Context, args []string, out io.Writer) error {
 	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", loadgen.DefaultRequestTimeout, "timeout of each request")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", loadgen.DefaultDrainTimeout, "how long requests in flight when sending stops may finish before they are cancelled")
 	fs.DurationVar(&cfg.ProgressInterval, "progress-interval", loadgen.DefaultProgressInterval, "time between progress lines on stderr (0: none)")
+	var tlsFlags cli.TLS
+	tlsFlags.Register(fs)
 	jsonPath := fs.String("json", "", "also write the summary as JSON to this file")
 	logLevel := fs.String("log-level", "info", "log level: trace, debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
@@ -50,6 +53,14 @@ func runLoad(ctx context.Context, args []string, out io.Writer) error {
 	log, err := logging.New("llmscaler", *logLevel, false, os.Stderr)
 	if err != nil {
 		return err
+	}
+	if cfg.Controller != "" && cfg.Router == "" && cfg.URL == "" {
+		// The instances come from the controller: admin or readonly, over mutual TLS.
+		creds, _, err := tlsFlags.Credentials(log, cli.Endpoint{Flag: "--controller", Addr: cfg.Controller})
+		if err != nil {
+			return err
+		}
+		cfg.Credentials = creds
 	}
 	g, err := loadgen.New(cfg, log)
 	if err != nil {

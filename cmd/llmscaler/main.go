@@ -15,6 +15,7 @@ import (
 const usage = `usage: llmscaler <command> [flags]
 
 commands:
+  certs     write a development CA and the certificates of a fleet's identities (mutual TLS)
   demo      run a controller (embedded etcd) and fake-GPU agents in one process and show the fleet
   fakeserver serve a simulated OpenAI-compatible LLM server with vLLM metrics (no GPU needed)
   load      send open-loop load (Poisson, a schedule or a trace) to a server, a deployment or a router
@@ -32,6 +33,8 @@ func run(ctx context.Context, args []string) error {
 		return errors.New("no command given")
 	}
 	switch args[0] {
+	case "certs":
+		return runCerts(ctx, args[1:], os.Stdout)
 	case "demo":
 		return runDemo(ctx, args[1:], os.Stdout)
 	case "fakeserver":

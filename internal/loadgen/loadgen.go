@@ -80,6 +80,9 @@ type Config struct {
 	// Controller is the controller's gRPC address; the targets are the READY instances of
 	// Deployment, refreshed every RefreshInterval. Unused when Router is set.
 	Controller string
+	// Credentials secure the connection to Controller; nil means transport.Plaintext. It
+	// lists instances, so its identity needs read access (admin or readonly).
+	Credentials transport.Credentials
 	// Deployment is the deployment whose instances Controller lists; with Router, the
 	// default model.
 	Deployment string
@@ -327,7 +330,11 @@ func (g *Generator) Run(ctx context.Context) (Summary, error) {
 			g.log.Info("sending through the router, the controller is not used", "router", cfg.Router, "controller", cfg.Controller)
 		}
 	case cfg.Controller != "":
-		conn, err := grpc.NewClient(cfg.Controller, transport.DialOptions(transport.Plaintext)...)
+		creds := cfg.Credentials
+		if creds == nil {
+			creds = transport.Plaintext
+		}
+		conn, err := grpc.NewClient(cfg.Controller, transport.DialOptions(creds)...)
 		if err != nil {
 			return Summary{}, fmt.Errorf("controller %s: %w", cfg.Controller, err)
 		}

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"regexp"
 	"slices"
+	"strings"
 )
 
 var (
@@ -16,6 +17,7 @@ var (
 	profile   = regexp.MustCompile(`^[A-Za-z0-9]([-A-Za-z0-9._]*[A-Za-z0-9])?$`)
 	labelKey  = regexp.MustCompile(`^[A-Za-z0-9]([-A-Za-z0-9._/]*[A-Za-z0-9])?$`)
 	labelVal  = regexp.MustCompile(`^([A-Za-z0-9]([-A-Za-z0-9._]*[A-Za-z0-9])?)?$`)
+	instance  = regexp.MustCompile(`^[A-Za-z0-9]([-A-Za-z0-9._]*[A-Za-z0-9])?$`)
 	maxLabels = 64
 )
 
@@ -26,6 +28,7 @@ const (
 	MaxProfile        = 128
 	MaxLabelKey       = 128
 	MaxLabelValue     = 63
+	MaxInstanceID     = 128
 )
 
 // DeploymentName checks a deployment name: lowercase letters, digits and '-', 1-63 characters,
@@ -51,6 +54,22 @@ func NodeID(s string) error {
 		return fmt.Errorf("is %d characters, at most %d allowed", len(s), MaxNodeID)
 	case !nodeID.MatchString(s):
 		return fmt.Errorf("%q must be letters, digits, '-', '.' and '_', starting and ending with a letter or digit", s)
+	}
+	return nil
+}
+
+// InstanceID checks an instance id. An agent names the instance's log file and state after
+// it, so the rule keeps it one plain file name: 1-128 letters, digits, '-', '.' and '_',
+// starting and ending with a letter or digit, never "..", so no path separator and no way out
+// of the agent's directories.
+func InstanceID(s string) error {
+	switch {
+	case s == "":
+		return fmt.Errorf("is empty")
+	case len(s) > MaxInstanceID:
+		return fmt.Errorf("is %d characters, at most %d allowed", len(s), MaxInstanceID)
+	case !instance.MatchString(s) || strings.Contains(s, ".."):
+		return fmt.Errorf("%.80q must be letters, digits, '-', '.' and '_', starting and ending with a letter or digit, without \"..\"", s)
 	}
 	return nil
 }

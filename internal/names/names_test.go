@@ -22,6 +22,17 @@ func TestNames(t *testing.T) {
 		{"node empty", NodeID, "", "is empty"},
 		{"profile ok", Profile, "vllm_llama3.1-8b", ""},
 		{"profile slash", Profile, "../bin/sh", "must be"},
+		{"instance ok", InstanceID, "fake-b5df7e78", ""},
+		{"instance dots inside", InstanceID, "llama-3.1-8b_a", ""},
+		{"instance traversal", InstanceID, "../../etc/x", "must be"},
+		{"instance slash", InstanceID, "a/b", "must be"},
+		{"instance double dot", InstanceID, "a..b", "without"},
+		{"instance backslash", InstanceID, `a\b`, "must be"},
+		{"instance nul", InstanceID, "a\x00b", "must be"},
+		{"instance newline", InstanceID, "a\nb", "must be"},
+		{"instance leading dot", InstanceID, ".hidden", "must be"},
+		{"instance empty", InstanceID, "", "is empty"},
+		{"instance too long", InstanceID, strings.Repeat("a", 129), "129 characters"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,6 +1,7 @@
-// Package transport holds the gRPC settings that agents and controllers share: keepalives,
-// message limits, and pluggable transport credentials (plaintext on loopback today; mutual TLS
-// with node identity plugs in here later).
+// Package transport holds the gRPC settings that every llmscaler server and client shares:
+// keepalives, message limits both ways, and the transport credentials: mutual TLS 1.3
+// (MutualTLS) whose certificates carry the holder's identity (Identity), or plaintext for
+// loopback.
 package transport
 
 import (
@@ -29,7 +30,8 @@ func (plaintext) Client() credentials.TransportCredentials { return insecure.New
 var Plaintext Credentials = plaintext{}
 
 const (
-	// MaxMessageBytes bounds one gRPC message: a report of a large node fits many times over.
+	// MaxMessageBytes bounds one gRPC message, received or sent, on every server and client: a
+	// report of a large node fits many times over.
 	MaxMessageBytes = 4 << 20
 
 	// The client pings an idle connection every clientPingInterval and gives up on it when
@@ -46,6 +48,7 @@ func ServerOptions(c Credentials) []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.Creds(c.Server()),
 		grpc.MaxRecvMsgSize(MaxMessageBytes),
+		grpc.MaxSendMsgSize(MaxMessageBytes),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: serverPingInterval, Timeout: pingTimeout}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: minPingInterval, PermitWithoutStream: true}),
 	}
@@ -55,7 +58,7 @@ func ServerOptions(c Credentials) []grpc.ServerOption {
 func DialOptions(c Credentials) []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithTransportCredentials(c.Client()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes), grpc.MaxCallSendMsgSize(MaxMessageBytes)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: clientPingInterval, Timeout: pingTimeout, PermitWithoutStream: true}),
 	}
 }

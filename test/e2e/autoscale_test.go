@@ -33,9 +33,9 @@ func fleetWith(t *testing.T, catalog string, agentArgs ...string) string {
 	}
 	addr := freePort(t)
 	start(t, "controller", bin(t, "llmscaler-controller"), "--data-dir", filepath.Join(dir, "c"), "--grpc-addr", addr,
-		"--http-addr", "-", "--etcd-client-addr", freePort(t), "--etcd-peer-addr", freePort(t), "--log-level", "debug")
+		"--http-addr", "-", "--etcd-client-addr", freePort(t), "--etcd-peer-addr", freePort(t), "--log-level", "debug", "--insecure")
 	start(t, "agent", bin(t, "llmscaler-agent"), append([]string{"--controller", addr, "--node-id", "n1", "--gpu-backend", "fake", "--fake-gpus", "8",
-		"--catalog", catPath, "--data-dir", filepath.Join(dir, "agent"), "--http-addr", ""}, agentArgs...)...)
+		"--catalog", catPath, "--data-dir", filepath.Join(dir, "agent"), "--http-addr", "", "--insecure"}, agentArgs...)...)
 	// Servers outlive their agent by design; make sure none outlives the test.
 	t.Cleanup(func() {
 		for _, m := range []string{"auto", "seed", "zero", "surge", "llama"} {
@@ -98,7 +98,7 @@ func TestSloScalesWithLoad(t *testing.T) {
 	const stepAt = 10 * time.Second
 	out := filepath.Join(t.TempDir(), "load.json")
 	loadStart := time.Now()
-	load := start(t, "load", bin(t, "llmscaler"), "load", "--controller", addr, "--deployment", "auto",
+	load := start(t, "load", bin(t, "llmscaler"), "load", "--controller", addr, "--insecure", "--deployment", "auto",
 		"--schedule", "0s:1,10s:12", "--duration", "40s", "--prompt-tokens", "128", "--output-tokens", "64",
 		"--progress-interval", "5s", "--json", out)
 	step := loadStart.Add(stepAt)
@@ -179,7 +179,7 @@ func TestThresholdStepsPerCooldown(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitReady(t, addr, "seed", 1, 30*time.Second)
-	load := start(t, "load", bin(t, "llmscaler"), "load", "--controller", addr, "--deployment", "seed",
+	load := start(t, "load", bin(t, "llmscaler"), "load", "--controller", addr, "--insecure", "--deployment", "seed",
 		"--rps", "30", "--duration", "30s", "--prompt-tokens", "128", "--output-tokens", "64", "--progress-interval", "10s")
 	<-load.done
 	ups := acted(decisions(t, addr, "seed"))

@@ -31,11 +31,13 @@ import (
 	llmscalerv1 "github.com/llmscaler/llmscaler/proto/llmscaler/v1"
 )
 
-// The addresses of the fleet the README's cookbook is written for, replaced by the test's.
+// The addresses and the certificate directory (`llmscaler certs --out`) of the fleet the
+// README's cookbook is written for, replaced by the test's.
 const (
 	readmeGRPC   = "127.0.0.1:7400"
 	readmeHTTP   = "127.0.0.1:7401"
 	readmeRouter = "127.0.0.1:7410"
+	readmeTLS    = "/tmp/llmscaler-tls/"
 )
 
 // command is one command of the README's grpcurl cookbook.
@@ -161,9 +163,11 @@ func adminMethods(t *testing.T) map[string]bool {
 	return ms
 }
 
-// cookbookFleet is the fleet of the README's "Running the parts by hand" on free ports.
+// cookbookFleet is the fleet of the README's "Running the parts by hand" on free ports, with
+// mutual TLS from `llmscaler certs`.
 type cookbookFleet struct {
 	grpc, http, router string
+	tls                string // the certificates' directory
 	root               string // the repository root, where the commands run
 	bin                string // what the commands' bin/ stands for
 	path               string // PATH, grpcurl's folder first
@@ -181,18 +185,21 @@ func startCookbookFleet(t *testing.T) *cookbookFleet {
 	f := &cookbookFleet{grpc: freePort(t), http: freePort(t), router: freePort(t), root: root,
 		bin: filepath.Dir(bin(t, "llmscaler")), path: filepath.Dir(grpcurlPath(t)) + string(os.PathListSeparator) + os.Getenv("PATH")}
 	dir := t.TempDir()
+	f.tls = certs(t, "n1", "n2")
+	// The test's own checks read the fleet as admin, as the cookbook's commands do.
+	useTLS(t, f.grpc, f.tls, "admin")
 	catPath := filepath.Join(dir, "catalog.yaml")
 	cat := strings.ReplaceAll(repoFile(t, "examples/catalog-fake.yaml"), `"../bin/llmscaler"`, strconv.Quote(bin(t, "llmscaler")))
 	if err := os.WriteFile(catPath, []byte(cat), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	start(t, "controller", bin(t, "llmscaler-controller"), "--data-dir", filepath.Join(dir, "c"), "--grpc-addr", f.grpc,
-		"--http-addr", f.http, "--etcd-client-addr", freePort(t), "--etcd-peer-addr", freePort(t))
+	start(t, "controller", bin(t, "llmscaler-controller"), append([]string{"--data-dir", filepath.Join(dir, "c"), "--grpc-addr", f.grpc,
+		"--http-addr", f.http, "--etcd-client-addr", freePort(t), "--etcd-peer-addr", freePort(t)}, tlsArgs(f.tls, "controller", "--")...)...)
 	for _, id := range []string{"n1", "n2"} {
-		start(t, "agent-"+id, bin(t, "llmscaler-agent"), "--controller", f.grpc, "--node-id", id, "--gpu-backend", "fake",
-			"--fake-gpus", "4", "--catalog", catPath, "--data-dir", filepath.Join(dir, id), "--http-addr", "")
+		start(t, "agent-"+id, bin(t, "llmscaler-agent"), append([]string{"--controller", f.grpc, "--node-id", id, "--gpu-backend", "fake",
+			"--fake-gpus", "4", "--catalog", catPath, "--data-dir", filepath.Join(dir, id), "--http-addr", ""}, tlsArgs(f.tls, "node-"+id, "--")...)...)
 	}
-	start(t, "router", bin(t, "llmscaler-router"), "--controller", f.grpc, "--listen", f.router)
+	start(t, "router", bin(t, "llmscaler-router"), append([]string{"--controller", f.grpc, "--listen", f.router}, tlsArgs(f.tls, "router", "--")...)...)
 	eventually(t, 30*time.Second, "n1 and n2 connected with their profiles", func() error {
 		for _, id := range []string{"n1", "n2"} {
 			n, err := nodeOf(t, f.grpc, id)
@@ -224,7 +231,7 @@ const cmdTimeout = 90 * time.Second
 // status for DeadlineExceeded: that, and only that, is its success.
 func (f *cookbookFleet) run(t *testing.T, c *command, watch bool) {
 	t.Helper()
-	line := strings.NewReplacer(readmeGRPC, f.grpc, readmeHTTP, f.http, readmeRouter, f.router).Replace(c.line)
+	line := strings.NewReplacer(readmeGRPC, f.grpc, readmeHTTP, f.http, readmeRouter, f.router, readmeTLS, f.tls+"/").Replace(c.line)
 	line = binPrefix.ReplaceAllString(line, "${1}"+f.bin+"/")
 	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
 	defer cancel()
@@ -291,6 +298,9 @@ func TestCookbook(t *testing.T) {
 			if a != readmeGRPC && a != readmeHTTP && a != readmeRouter {
 				t.Errorf("the cookbook's %q talks to %s, which is not in the README's fleet", c.line, a)
 			}
+		}
+		if admin := "grpcurl " + strings.Join(tlsArgs(strings.TrimSuffix(readmeTLS, "/"), "admin", "-"), " ") + " "; strings.HasPrefix(c.line, "grpcurl ") && !strings.HasPrefix(c.line, admin) {
+			t.Errorf("the cookbook's %q does not start with %q, the README fleet's admin certificate", c.line, admin)
 		}
 	}
 	for m := range methods {

@@ -115,7 +115,8 @@ func TestDemo(t *testing.T) {
 		if rep.Attainment < 0.95 || !(rep.GPUMinutes > 0 && rep.GPUMinutes < rep.Fixed) {
 			t.Errorf("attainment %.3f, %.1f GPU-minutes against %.1f for the fixed pool", rep.Attainment, rep.GPUMinutes, rep.Fixed)
 		}
-		for _, want := range []string{"offered", "TTFT p95", "replicas desired", "Summary (the whole workload", "GPU-minutes", "plot of the run: "} {
+		for _, want := range []string{"offered", "TTFT p95", "replicas desired", "Summary (the whole workload", "GPU-minutes", "plot of the run: ",
+			"every gRPC connection is mutual TLS", "grpcurl -cacert ", "/tls/admin.crt -key "} {
 			if !strings.Contains(out, want) {
 				t.Errorf("output lacks %q", want)
 			}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -124,12 +125,59 @@ func (p *proc) kill() {
 	<-p.done
 }
 
+// grpcurlTLS holds grpcurl's -cacert, -cert and -key flags for each controller address that
+// speaks mutual TLS (see useTLS); grpcurl reaches every other address in plaintext.
+var grpcurlTLS sync.Map
+
+// useTLS makes grpcurl, and the helpers built on it, reach the controller at addr with the
+// certificate NAME.crt (admin, readonly, ...) of the set in dir, for the rest of the test.
+func useTLS(t *testing.T, addr, dir, name string) {
+	grpcurlTLS.Store(addr, tlsArgs(dir, name, "-"))
+	t.Cleanup(func() { grpcurlTLS.Delete(addr) })
+}
+
+// tlsArgs are the flags that hand the set in dir's CA and the NAME.crt pair to a command:
+// prefix "-" for grpcurl (-cacert, -cert, -key), "--" for llmscaler's binaries.
+func tlsArgs(dir, name, prefix string) []string {
+	if prefix == "-" {
+		return []string{"-cacert", filepath.Join(dir, "ca.crt"), "-cert", filepath.Join(dir, name+".crt"), "-key", filepath.Join(dir, name+".key")}
+	}
+	return []string{"--tls-ca", filepath.Join(dir, "ca.crt"), "--tls-cert", filepath.Join(dir, name+".crt"), "--tls-key", filepath.Join(dir, name+".key")}
+}
+
+// certs makes a development set for the nodes with the real `llmscaler certs` and returns
+// its directory.
+func certs(t *testing.T, nodes ...string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "tls")
+	out, err := exec.Command(bin(t, "llmscaler"), "certs", "--out", dir, "--nodes", strings.Join(nodes, ",")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("llmscaler certs: %v\n%s", err, out)
+	}
+	return dir
+}
+
 // grpcurl runs grpcurl against addr and returns its stdout; on failure the error holds stderr.
+// An address useTLS named is reached with its certificate, any other in plaintext.
 func grpcurl(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	conn := []string{"-plaintext"}
+	for _, a := range args {
+		if v, ok := grpcurlTLS.Load(a); ok {
+			conn = v.([]string)
+			break
+		}
+	}
+	return grpcurlWith(t, conn, args...)
+}
+
+// grpcurlWith runs grpcurl with the connection flags conn (-plaintext, or -cacert, -cert and
+// -key) and args.
+func grpcurlWith(t *testing.T, conn []string, args ...string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, grpcurlPath(t), append([]string{"-plaintext", "-connect-timeout", "2"}, args...)...)
+	cmd := exec.CommandContext(ctx, grpcurlPath(t), append(append(slices.Clip(conn), "-connect-timeout", "2"), args...)...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {

@@ -37,7 +37,7 @@ func TestControllerAndAgent(t *testing.T) {
 	grpcAddr, httpAddr := freePort(t), freePort(t)
 	start(t, "controller", bin(t, "llmscaler-controller"),
 		"--data-dir", t.TempDir(), "--grpc-addr", grpcAddr, "--http-addr", httpAddr,
-		"--etcd-client-addr", freePort(t), "--etcd-peer-addr", freePort(t), "--node-grace", "2s")
+		"--etcd-client-addr", freePort(t), "--etcd-peer-addr", freePort(t), "--node-grace", "2s", "--insecure")
 
 	var services string
 	eventually(t, 20*time.Second, "grpcurl list", func() error {
@@ -60,7 +60,7 @@ func TestControllerAndAgent(t *testing.T) {
 
 	agentStarted := time.Now()
 	ag := start(t, "agent", bin(t, "llmscaler-agent"), "--controller", grpcAddr, "--node-id", "n1",
-		"--gpu-backend", "fake", "--fake-gpus", "8", "--data-dir", t.TempDir(), "--http-addr", freePort(t))
+		"--gpu-backend", "fake", "--fake-gpus", "8", "--data-dir", t.TempDir(), "--http-addr", freePort(t), "--insecure")
 	var n *llmscalerv1.Node
 	took := eventually(t, 5*time.Second, "n1 listed with 8 GPUs", func() error {
 		var err error
@@ -120,7 +120,7 @@ func TestFailoverAfterKill9(t *testing.T) {
 	oldEpoch := st.GetEpoch()
 
 	start(t, "agent", bin(t, "llmscaler-agent"), "--controller", addrs["c1"]+","+addrs["c2"], "--node-id", "n1",
-		"--gpu-backend", "fake", "--fake-gpus", "4", "--data-dir", t.TempDir(), "--http-addr", "", "--log-level", "debug")
+		"--gpu-backend", "fake", "--fake-gpus", "4", "--data-dir", t.TempDir(), "--http-addr", "", "--log-level", "debug", "--insecure")
 	eventually(t, 10*time.Second, "n1 connected to the leader", func() error {
 		n, err := nodeOf(t, addrs[other], "n1") // through the follower, forwarded to the leader
 		if err != nil {
@@ -217,7 +217,7 @@ func twoControllers(t *testing.T, extra ...string) (map[string]string, map[strin
 	addrs := map[string]string{"c1": freePort(t), "c2": freePort(t)}
 	procs := map[string]*proc{}
 	for _, id := range []string{"c1", "c2"} {
-		args := append([]string{"--id", id, "--etcd-endpoints", etcd.Endpoint(), "--grpc-addr", addrs[id], "--http-addr", "-"}, extra...)
+		args := append([]string{"--id", id, "--etcd-endpoints", etcd.Endpoint(), "--grpc-addr", addrs[id], "--http-addr", "-", "--insecure"}, extra...)
 		procs[id] = start(t, id, bin(t, "llmscaler-controller"), args...)
 	}
 	return addrs, procs

@@ -83,9 +83,9 @@ func TestDeploymentRunsServers(t *testing.T) {
 	}
 	addr := freePort(t)
 	start(t, "controller", bin(t, "llmscaler-controller"), "--data-dir", filepath.Join(dir, "c"), "--grpc-addr", addr,
-		"--http-addr", "-", "--etcd-client-addr", freePort(t), "--etcd-peer-addr", freePort(t))
+		"--http-addr", "-", "--etcd-client-addr", freePort(t), "--etcd-peer-addr", freePort(t), "--insecure")
 	agentArgs := []string{"--controller", addr, "--node-id", "n1", "--gpu-backend", "fake", "--fake-gpus", "4",
-		"--catalog", catPath, "--data-dir", filepath.Join(dir, "agent"), "--http-addr", "", "--log-level", "debug"}
+		"--catalog", catPath, "--data-dir", filepath.Join(dir, "agent"), "--http-addr", "", "--log-level", "debug", "--insecure"}
 	ag := start(t, "agent", bin(t, "llmscaler-agent"), agentArgs...)
 	var pids []int64
 	t.Cleanup(func() {

@@ -31,7 +31,7 @@ func TestRouterScalesFromZero(t *testing.T) {
 	}
 	addr := fleet(t)
 	listen := freePort(t)
-	start(t, "router", bin(t, "llmscaler-router"), "--controller", addr, "--listen", listen, "--router-id", "r1",
+	start(t, "router", bin(t, "llmscaler-router"), "--insecure", "--controller", addr, "--listen", listen, "--router-id", "r1",
 		"--report-interval", "500ms", "--log-level", "debug")
 	base := "http://" + listen
 	eventually(t, 20*time.Second, "the router up", func() error {
@@ -165,7 +165,7 @@ func TestRouterFollowsScaling(t *testing.T) {
 	}
 	addr := fleet(t)
 	listen := freePort(t)
-	start(t, "router", bin(t, "llmscaler-router"), "--controller", addr, "--listen", listen, "--router-id", "r1", "--report-interval", "500ms")
+	start(t, "router", bin(t, "llmscaler-router"), "--insecure", "--controller", addr, "--listen", listen, "--router-id", "r1", "--report-interval", "500ms")
 	base := "http://" + listen
 	spec := `{"deployment":{"name":"auto","profile":"fake-llm","gpus_per_replica":1,"gpu_memory_mib":1000,"min_replicas":1,"max_replicas":4,
 	  "policy":{"slo":{"target":"2s","scale_down_delay":"5s"},"stable_window":"10s"}}}`
@@ -334,7 +334,7 @@ func TestSurgeKillsNoBusyServer(t *testing.T) {
 	}
 	addr := fleetWith(t, stallCatalog, "--health-interval", "1s", "--unhealthy-checks", "2")
 	listen := freePort(t)
-	start(t, "router", bin(t, "llmscaler-router"), "--controller", addr, "--listen", listen, "--router-id", "r1")
+	start(t, "router", bin(t, "llmscaler-router"), "--insecure", "--controller", addr, "--listen", listen, "--router-id", "r1")
 	spec := `{"deployment":{"name":"surge","profile":"stall-llm","gpus_per_replica":1,"gpu_memory_mib":1000,"min_replicas":1,"max_replicas":1}}`
 	if _, err := grpcurl(t, "-d", spec, addr, "llmscaler.v1.AdminService/ApplyDeployment"); err != nil {
 		t.Fatal(err)
@@ -385,7 +385,7 @@ func TestScalesOnRouterFigures(t *testing.T) {
 	}
 	addr := fleetWith(t, llamaCatalog)
 	listen := freePort(t)
-	start(t, "router", bin(t, "llmscaler-router"), "--controller", addr, "--listen", listen, "--router-id", "r1", "--report-interval", "500ms")
+	start(t, "router", bin(t, "llmscaler-router"), "--insecure", "--controller", addr, "--listen", listen, "--router-id", "r1", "--report-interval", "500ms")
 	spec := `{"deployment":{"name":"llama","profile":"llama-llm","gpus_per_replica":1,"gpu_memory_mib":1000,"min_replicas":1,"max_replicas":4,
 	  "policy":{"slo":{"target":"2s"},"stable_window":"10s"}}}`
 	if _, err := grpcurl(t, "-d", spec, addr, "llmscaler.v1.AdminService/ApplyDeployment"); err != nil {

@@ -97,9 +97,9 @@ func TestStatusPageInBrowser(t *testing.T) {
 	}
 	addr, httpAddr := freePort(t), freePort(t)
 	start(t, "controller", bin(t, "llmscaler-controller"), "--id", "ctl-1", "--data-dir", filepath.Join(dir, "c"), "--grpc-addr", addr,
-		"--http-addr", httpAddr, "--etcd-client-addr", freePort(t), "--etcd-peer-addr", freePort(t))
+		"--http-addr", httpAddr, "--etcd-client-addr", freePort(t), "--etcd-peer-addr", freePort(t), "--insecure")
 	start(t, "agent", bin(t, "llmscaler-agent"), "--controller", addr, "--node-id", "gpu-node-1", "--gpu-backend", "fake",
-		"--fake-gpus", "4", "--catalog", catPath, "--data-dir", filepath.Join(dir, "agent"), "--http-addr", "")
+		"--fake-gpus", "4", "--catalog", catPath, "--data-dir", filepath.Join(dir, "agent"), "--http-addr", "", "--insecure")
 	t.Cleanup(func() { killServers(dep) })
 	eventually(t, 30*time.Second, "gpu-node-1 connected", func() error {
 		n, err := nodeOf(t, addr, "gpu-node-1")

@@ -119,7 +119,7 @@ func newFleet(t *testing.T, model string) *fleet {
 		id := fmt.Sprintf("c%d", i+1)
 		f.controllers[id] = f.spawn("controller-"+id, h, nil, bin(t, "llmscaler-controller"), "--id", id,
 			"--etcd-endpoints", strings.Join(endpoints, ","), "--grpc-addr", h.at(grpcPort),
-			"--http-addr", h.at(httpPort), "--log-level", "debug")
+			"--http-addr", h.at(httpPort), "--log-level", "debug", "--insecure", "--insecure-allow-remote")
 	}
 	catalog := filepath.Join(dir, "catalog.yaml")
 	if err := os.WriteFile(catalog, []byte(fmt.Sprintf(fakeCatalog, bin(t, "llmscaler"))), 0o600); err != nil {
@@ -130,10 +130,10 @@ func newFleet(t *testing.T, model string) *fleet {
 		id := fmt.Sprintf("a%d", i+1)
 		f.spawn("agent-"+id, h, nil, bin(t, "llmscaler-agent"), "--controller", strings.Join(ctrl, ","), "--node-id", id,
 			"--gpu-backend", "fake", "--fake-gpus", "2", "--catalog", catalog, "--instance-host", h.addr,
-			"--data-dir", filepath.Join(dir, id), "--http-addr", "", "--log-level", "debug")
+			"--data-dir", filepath.Join(dir, id), "--http-addr", "", "--log-level", "debug", "--insecure", "--insecure-allow-remote")
 	}
 	f.spawn("router", f.router, nil, bin(t, "llmscaler-router"), "--controller", ctrl[0], "--listen", f.router.at(routerPort),
-		"--router-id", "r1", "--log-level", "debug")
+		"--router-id", "r1", "--log-level", "debug", "--insecure", "--insecure-allow-remote")
 	eventually(t, 90*time.Second, "a leader with all three agents connected", func() error {
 		_, err := f.leaderWithAgents()
 		return err

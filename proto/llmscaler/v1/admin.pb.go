@@ -2047,7 +2047,11 @@ type Decision struct {
 	// commands are the start and stop commands sent for it, as "start <instance> on <node>".
 	Commands []string `protobuf:"bytes,12,rep,name=commands,proto3" json:"commands,omitempty"`
 	// epoch of the leader that decided.
-	Epoch         int64 `protobuf:"varint,13,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Epoch int64 `protobuf:"varint,13,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// actor is who asked for the change by hand (ScaleDeployment), as the caller's identity:
+	// "admin", "node/<id>", ... ("insecure" on a plaintext controller); empty for the
+	// autoscaler's own decisions.
+	Actor         string `protobuf:"bytes,14,opt,name=actor,proto3" json:"actor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2173,6 +2177,13 @@ func (x *Decision) GetEpoch() int64 {
 	return 0
 }
 
+func (x *Decision) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
 type ListDecisionsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Decisions     []*Decision            `protobuf:"bytes,1,rep,name=decisions,proto3" json:"decisions,omitempty"`
@@ -2282,8 +2293,11 @@ type Event struct {
 	// message is a one-line description a person can read.
 	Message string `protobuf:"bytes,6,opt,name=message,proto3" json:"message,omitempty"`
 	// phase is the instance's new phase, for EVENT_TYPE_INSTANCE_PHASE.
-	Phase         InstancePhase `protobuf:"varint,7,opt,name=phase,proto3,enum=llmscaler.v1.InstancePhase" json:"phase,omitempty"`
-	Decision      *Decision     `protobuf:"bytes,8,opt,name=decision,proto3" json:"decision,omitempty"`
+	Phase    InstancePhase `protobuf:"varint,7,opt,name=phase,proto3,enum=llmscaler.v1.InstancePhase" json:"phase,omitempty"`
+	Decision *Decision     `protobuf:"bytes,8,opt,name=decision,proto3" json:"decision,omitempty"`
+	// actor is the identity of the caller whose admin call caused the event (apply, delete,
+	// scale, cordon, uncordon, drain), as in Decision.actor; empty for the fleet's own events.
+	Actor         string `protobuf:"bytes,9,opt,name=actor,proto3" json:"actor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2372,6 +2386,13 @@ func (x *Event) GetDecision() *Decision {
 		return x.Decision
 	}
 	return nil
+}
+
+func (x *Event) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
 }
 
 type WatchEventsResponse struct {
@@ -2796,7 +2817,7 @@ const file_llmscaler_v1_admin_proto_rawDesc = "" +
 	"\x13finished_per_second\x18\v \x01(\x01R\x11finishedPerSecond\x12\x14\n" +
 	"\x05ready\x18\f \x01(\rR\x05ready\x12\x1a\n" +
 	"\bstarting\x18\r \x01(\rR\bstarting\x12\x14\n" +
-	"\x05stale\x18\x0e \x01(\rR\x05stale\"\xcd\x03\n" +
+	"\x05stale\x18\x0e \x01(\rR\x05stale\"\xe3\x03\n" +
 	"\bDecision\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1e\n" +
 	"\n" +
@@ -2814,14 +2835,15 @@ const file_llmscaler_v1_admin_proto_rawDesc = "" +
 	" \x01(\v2\x1a.llmscaler.v1.WindowValuesR\x05panic\x12\x14\n" +
 	"\x05acted\x18\v \x01(\bR\x05acted\x12\x1a\n" +
 	"\bcommands\x18\f \x03(\tR\bcommands\x12\x14\n" +
-	"\x05epoch\x18\r \x01(\x03R\x05epoch\"M\n" +
+	"\x05epoch\x18\r \x01(\x03R\x05epoch\x12\x14\n" +
+	"\x05actor\x18\x0e \x01(\tR\x05actor\"M\n" +
 	"\x15ListDecisionsResponse\x124\n" +
 	"\tdecisions\x18\x01 \x03(\v2\x16.llmscaler.v1.DecisionR\tdecisions\"M\n" +
 	"\x12WatchEventsRequest\x12\x1e\n" +
 	"\n" +
 	"deployment\x18\x01 \x01(\tR\n" +
 	"deployment\x12\x17\n" +
-	"\anode_id\x18\x02 \x01(\tR\x06nodeId\"\xbf\x02\n" +
+	"\anode_id\x18\x02 \x01(\tR\x06nodeId\"\xd5\x02\n" +
 	"\x05Event\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12+\n" +
 	"\x04type\x18\x02 \x01(\x0e2\x17.llmscaler.v1.EventTypeR\x04type\x12\x17\n" +
@@ -2833,7 +2855,8 @@ const file_llmscaler_v1_admin_proto_rawDesc = "" +
 	"instanceId\x12\x18\n" +
 	"\amessage\x18\x06 \x01(\tR\amessage\x121\n" +
 	"\x05phase\x18\a \x01(\x0e2\x1b.llmscaler.v1.InstancePhaseR\x05phase\x122\n" +
-	"\bdecision\x18\b \x01(\v2\x16.llmscaler.v1.DecisionR\bdecision\"@\n" +
+	"\bdecision\x18\b \x01(\v2\x16.llmscaler.v1.DecisionR\bdecision\x12\x14\n" +
+	"\x05actor\x18\t \x01(\tR\x05actor\"@\n" +
 	"\x13WatchEventsResponse\x12)\n" +
 	"\x05event\x18\x01 \x01(\v2\x13.llmscaler.v1.EventR\x05event\"\x19\n" +
 	"\x17GetClusterStatusRequest\"n\n" +

@@ -1659,10 +1659,13 @@ type Deployment struct {
 	Spec  *DeploymentSpec        `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
 	Scale *ScaleState            `protobuf:"bytes,2,opt,name=scale,proto3" json:"scale,omitempty"`
 	// generation goes up by one on every change to spec or scale.
-	Generation    uint64                 `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"`
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
-	Status        *DeploymentStatus      `protobuf:"bytes,6,opt,name=status,proto3" json:"status,omitempty"`
+	Generation uint64                 `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"`
+	CreatedAt  *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	UpdatedAt  *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	Status     *DeploymentStatus      `protobuf:"bytes,6,opt,name=status,proto3" json:"status,omitempty"`
+	// updated_by is the identity of the caller of the last ApplyDeployment or ScaleDeployment
+	// ("admin", ...; "insecure" on a plaintext controller).
+	UpdatedBy     string `protobuf:"bytes,7,opt,name=updated_by,json=updatedBy,proto3" json:"updated_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1737,6 +1740,13 @@ func (x *Deployment) GetStatus() *DeploymentStatus {
 		return x.Status
 	}
 	return nil
+}
+
+func (x *Deployment) GetUpdatedBy() string {
+	if x != nil {
+		return x.UpdatedBy
+	}
+	return ""
 }
 
 // DeploymentStatus is the leader's live view of a deployment.
@@ -2051,7 +2061,7 @@ const file_llmscaler_v1_fleet_proto_rawDesc = "" +
 	"ScaleState\x12,\n" +
 	"\x0fmanual_replicas\x18\x01 \x01(\rH\x00R\x0emanualReplicas\x88\x01\x01\x12\x16\n" +
 	"\x06paused\x18\x02 \x01(\bR\x06pausedB\x12\n" +
-	"\x10_manual_replicas\"\xbc\x02\n" +
+	"\x10_manual_replicas\"\xdb\x02\n" +
 	"\n" +
 	"Deployment\x120\n" +
 	"\x04spec\x18\x01 \x01(\v2\x1c.llmscaler.v1.DeploymentSpecR\x04spec\x12.\n" +
@@ -2063,7 +2073,9 @@ const file_llmscaler_v1_fleet_proto_rawDesc = "" +
 	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
 	"updated_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x126\n" +
-	"\x06status\x18\x06 \x01(\v2\x1e.llmscaler.v1.DeploymentStatusR\x06status\"\xde\x01\n" +
+	"\x06status\x18\x06 \x01(\v2\x1e.llmscaler.v1.DeploymentStatusR\x06status\x12\x1d\n" +
+	"\n" +
+	"updated_by\x18\a \x01(\tR\tupdatedBy\"\xde\x01\n" +
 	"\x10DeploymentStatus\x12)\n" +
 	"\x10desired_replicas\x18\x01 \x01(\rR\x0fdesiredReplicas\x12H\n" +
 	"\breplicas\x18\x02 \x03(\v2,.llmscaler.v1.DeploymentStatus.ReplicasEntryR\breplicas\x12\x18\n" +
