@@ -91,8 +91,6 @@ const (
 	maxRedirects = 3
 	// httpShutdownTimeout bounds the wait for HTTP requests in flight when Run ends.
 	httpShutdownTimeout = 2 * time.Second
-	// recentCommands is how many command ids are remembered for duplicate detection.
-	recentCommands = 1024
 	// minInterval floors the intervals a welcome sets, so that a controller's mistake cannot
 	// make the agent spin.
 	minInterval = time.Millisecond
@@ -100,14 +98,15 @@ const (
 
 // Agent is one running agent. Build it with New and run it with Run.
 type Agent struct {
-	cfg     Config
-	log     hclog.Logger
-	gpus    gpu.Backend
-	runID   string
-	fence   *fence
-	queue   *reportQueue
-	exec    executor
-	recent  *commandLog
+	cfg   Config
+	log   hclog.Logger
+	gpus  gpu.Backend
+	runID string
+	fence *fence
+	queue *reportQueue
+	exec  executor
+	// applied is the desired state last applied; owned by the connection loop.
+	applied appliedVersion
 	metrics *metrics
 
 	httpLn  net.Listener
@@ -206,7 +205,6 @@ func New(cfg Config, log hclog.Logger) (*Agent, error) {
 		fence:     f,
 		queue:     newReportQueue(cfg.ReportBuffer),
 		exec:      noCatalog{},
-		recent:    newCommandLog(recentCommands),
 		metrics:   newMetrics(),
 		intervals: make(chan time.Duration, 1),
 		now:       time.Now,

@@ -142,10 +142,10 @@ func (fs *fakeStream) welcome(t *testing.T, w *llmscalerv1.Welcome) {
 	}
 }
 
-func (fs *fakeStream) command(t *testing.T, cmd *llmscalerv1.Command) {
+func (fs *fakeStream) desired(t *testing.T, ds *llmscalerv1.DesiredState) {
 	t.Helper()
-	if err := fs.srv.Send(&llmscalerv1.ConnectResponse{Msg: &llmscalerv1.ConnectResponse_Command{Command: cmd}}); err != nil {
-		t.Fatalf("send command: %v", err)
+	if err := fs.srv.Send(&llmscalerv1.ConnectResponse{Msg: &llmscalerv1.ConnectResponse_Desired{Desired: ds}}); err != nil {
+		t.Fatalf("send desired state: %v", err)
 	}
 }
 
@@ -173,9 +173,9 @@ func (fs *fakeStream) report(t *testing.T) *llmscalerv1.Report {
 	return fs.next(t, "a report", func(m *llmscalerv1.ConnectRequest) bool { return m.GetReport() != nil }).GetReport()
 }
 
-func (fs *fakeStream) ack(t *testing.T) *llmscalerv1.CommandAck {
+func (fs *fakeStream) ack(t *testing.T) *llmscalerv1.DesiredStateAck {
 	t.Helper()
-	return fs.next(t, "an ack", func(m *llmscalerv1.ConnectRequest) bool { return m.GetAck() != nil }).GetAck()
+	return fs.next(t, "an ack", func(m *llmscalerv1.ConnectRequest) bool { return m.GetDesiredAck() != nil }).GetDesiredAck()
 }
 
 func (fs *fakeStream) waitGone(t *testing.T) {
@@ -341,7 +341,7 @@ func TestHelloAndReports(t *testing.T) {
 	}
 }
 
-func TestCommands(t *testing.T) {
+func TestDesiredStates(t *testing.T) {
 	c := startController(t, nil)
 	cfg := testConfig(t, c.addr)
 	a := newAgent(t, cfg)
@@ -349,53 +349,58 @@ func TestCommands(t *testing.T) {
 	fs := c.stream(t)
 	fs.welcome(t, &llmscalerv1.Welcome{ControllerId: "ctrl-a", Epoch: 5})
 
-	start := func(id string, epoch int64, profile string) *llmscalerv1.Command {
-		return &llmscalerv1.Command{CommandId: id, Epoch: epoch, Action: &llmscalerv1.Command_StartInstance{
-			StartInstance: &llmscalerv1.StartInstance{InstanceId: "i-" + id, Deployment: "chat", Profile: profile}}}
-	}
-	stop := func(id string, epoch int64, instance string) *llmscalerv1.Command {
-		return &llmscalerv1.Command{CommandId: id, Epoch: epoch, Action: &llmscalerv1.Command_StopInstance{
-			StopInstance: &llmscalerv1.StopInstance{InstanceId: instance}}}
+	state := func(epoch int64, version uint64, start, drain string) *llmscalerv1.DesiredState {
+		ds := &llmscalerv1.DesiredState{Epoch: epoch, Version: version}
+		if start != "" {
+			ds.Instances = []*llmscalerv1.StartInstance{{InstanceId: start, Deployment: "chat", Profile: "vllm-llama3"}}
+		}
+		if drain != "" {
+			ds.Drain = []*llmscalerv1.StopInstance{{InstanceId: drain}}
+		}
+		return ds
 	}
 	const noCatalog = `profile "vllm-llama3" is not in this agent's catalog (the agent was started without --catalog)`
+	accepted, stale, dup := llmscalerv1.CommandResult_COMMAND_RESULT_ACCEPTED, llmscalerv1.CommandResult_COMMAND_RESULT_STALE_EPOCH, llmscalerv1.CommandResult_COMMAND_RESULT_DUPLICATE
 	// Steps run in order on one stream: each depends on what the ones before it left.
 	steps := []struct {
-		name    string
-		cmd     *llmscalerv1.Command
-		want    llmscalerv1.CommandResult
-		wantMsg string
+		name     string
+		ds       *llmscalerv1.DesiredState
+		want     llmscalerv1.CommandResult
+		wantMsg  string
+		rejected string // the instance refused, with noCatalog as the reason
 	}{
-		{"older epoch is stale", start("c0", 4, "vllm-llama3"),
-			llmscalerv1.CommandResult_COMMAND_RESULT_STALE_EPOCH, "epoch 4 is older than epoch 5"},
-		{"start without a catalog", start("c1", 5, "vllm-llama3"),
-			llmscalerv1.CommandResult_COMMAND_RESULT_REJECTED, noCatalog},
-		{"same command id again", start("c1", 5, "vllm-llama3"),
-			llmscalerv1.CommandResult_COMMAND_RESULT_DUPLICATE, noCatalog},
-		{"stop an instance the node does not run", stop("c2", 5, "i-9"),
-			llmscalerv1.CommandResult_COMMAND_RESULT_REJECTED, `no instance "i-9" on this node`},
-		{"newer epoch is accepted", stop("c3", 6, "i-8"),
-			llmscalerv1.CommandResult_COMMAND_RESULT_REJECTED, `no instance "i-8" on this node`},
-		{"then the welcome's epoch is stale", start("c4", 5, "vllm-llama3"),
-			llmscalerv1.CommandResult_COMMAND_RESULT_STALE_EPOCH, "epoch 5 is older than epoch 6"},
-		{"stale beats duplicate", start("c1", 5, "vllm-llama3"),
-			llmscalerv1.CommandResult_COMMAND_RESULT_STALE_EPOCH, "epoch 5 is older than epoch 6"},
-		{"no command id", start("", 6, "vllm-llama3"),
-			llmscalerv1.CommandResult_COMMAND_RESULT_REJECTED, "command_id is empty"},
+		{"older epoch is stale", state(4, 1, "i-0", ""), stale, "epoch 4 is older than epoch 5", ""},
+		{"a start without a catalog is refused by instance", state(5, 1, "i-1", ""), accepted, "1 instances, 0 to drain, 1 refused", "i-1"},
+		{"the same version again", state(5, 1, "i-1", ""), dup, "version 1 already applied", ""},
+		{"an older version", state(5, 0, "", ""), dup, "version 0 already applied (latest 1)", ""},
+		{"draining an instance the node does not run is no error", state(5, 2, "", "i-9"), accepted, "0 instances, 1 to drain, 0 refused", ""},
+		{"newer epoch is accepted from version 1", state(6, 1, "", ""), accepted, "0 instances, 0 to drain, 0 refused", ""},
+		{"then the welcome's epoch is stale", state(5, 9, "", ""), stale, "epoch 5 is older than epoch 6", ""},
 	}
 	for _, s := range steps {
 		t.Run(s.name, func(t *testing.T) {
-			fs.command(t, s.cmd)
+			fs.desired(t, s.ds)
 			ack := fs.ack(t)
-			if ack.GetCommandId() != s.cmd.GetCommandId() || ack.GetEpoch() != s.cmd.GetEpoch() {
-				t.Errorf("ack for %q epoch %d, want %q epoch %d", ack.GetCommandId(), ack.GetEpoch(), s.cmd.GetCommandId(), s.cmd.GetEpoch())
+			if ack.GetVersion() != s.ds.GetVersion() || ack.GetEpoch() != s.ds.GetEpoch() {
+				t.Errorf("ack for version %d epoch %d, want %d epoch %d", ack.GetVersion(), ack.GetEpoch(), s.ds.GetVersion(), s.ds.GetEpoch())
 			}
 			if ack.GetResult() != s.want || !strings.Contains(ack.GetMessage(), s.wantMsg) {
 				t.Errorf("got %v %q, want %v containing %q", ack.GetResult(), ack.GetMessage(), s.want, s.wantMsg)
 			}
+			var refused []string
+			for _, r := range ack.GetRejected() {
+				refused = append(refused, r.GetInstanceId())
+				if r.GetMessage() != noCatalog {
+					t.Errorf("refusal of %s: %q, want %q", r.GetInstanceId(), r.GetMessage(), noCatalog)
+				}
+			}
+			if strings.Join(refused, ",") != s.rejected {
+				t.Errorf("refused %v, want %q", refused, s.rejected)
+			}
 		})
 	}
 
-	// The epoch a command raised is on disk for the next agent process.
+	// The epoch a desired state raised is on disk for the next agent process.
 	f, err := loadFence(cfg.DataDir)
 	if err != nil {
 		t.Fatal(err)
@@ -644,7 +649,7 @@ func TestHTTP(t *testing.T) {
 	fs.welcome(t, &llmscalerv1.Welcome{ControllerId: "ctrl-a", Epoch: 3})
 	a.report(context.Background())
 	fs.report(t)
-	fs.command(t, &llmscalerv1.Command{CommandId: "c1", Epoch: 3})
+	fs.desired(t, &llmscalerv1.DesiredState{Epoch: 3, Version: 1, Instances: []*llmscalerv1.StartInstance{{InstanceId: "i-1", Profile: "p"}}})
 	fs.ack(t)
 
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: testTimeout}
@@ -670,7 +675,8 @@ func TestHTTP(t *testing.T) {
 		"llmscaler_agent_reports_sent_total 1",
 		"llmscaler_agent_reports_dropped_total 0",
 		"llmscaler_agent_reconnects_total 0",
-		`llmscaler_agent_commands_total{result="rejected"} 1`,
+		`llmscaler_agent_desired_states_total{result="accepted"} 1`,
+		"llmscaler_agent_instance_rejections_total 1",
 		fmt.Sprintf(`llmscaler_agent_gpu_temperature_celsius{gpu_index="0",gpu_uuid=%q} 30`, uuid0),
 		fmt.Sprintf(`llmscaler_agent_gpu_power_watts{gpu_index="0",gpu_uuid=%q} 60`, uuid0),
 		fmt.Sprintf(`llmscaler_agent_gpu_utilization_percent{gpu_index="0",gpu_uuid=%q} 0`, uuid0),

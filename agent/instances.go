@@ -10,35 +10,11 @@ import (
 
 	"github.com/llmscaler/llmscaler/agent/gpu"
 	"github.com/llmscaler/llmscaler/agent/scrape"
-	"github.com/llmscaler/llmscaler/agent/supervisor"
 	llmscalerv1 "github.com/llmscaler/llmscaler/proto/llmscaler/v1"
 )
 
 // maxMetricsBody caps one scrape of a server's metrics endpoint.
 const maxMetricsBody = 4 << 20
-
-// supervised is the executor of an agent with a catalog: commands go to the supervisor, which
-// checks them against the catalog and this node's GPUs and runs the servers.
-type supervised struct{ sup *supervisor.Supervisor }
-
-func (e supervised) execute(_ context.Context, cmd *llmscalerv1.Command) (llmscalerv1.CommandResult, string) {
-	var err error
-	var what string
-	switch act := cmd.GetAction().(type) {
-	case *llmscalerv1.Command_StartInstance:
-		err = e.sup.Start(act.StartInstance)
-		what = fmt.Sprintf("starting %s (profile %s, GPUs %v)", act.StartInstance.GetInstanceId(), act.StartInstance.GetProfile(), act.StartInstance.GetGpuIndices())
-	case *llmscalerv1.Command_StopInstance:
-		err = e.sup.Stop(act.StopInstance)
-		what = fmt.Sprintf("stopping %s", act.StopInstance.GetInstanceId())
-	default:
-		return llmscalerv1.CommandResult_COMMAND_RESULT_REJECTED, "command has no action this agent knows"
-	}
-	if err != nil {
-		return llmscalerv1.CommandResult_COMMAND_RESULT_REJECTED, err.Error()
-	}
-	return llmscalerv1.CommandResult_COMMAND_RESULT_ACCEPTED, what
-}
 
 // scrapers is the supervisor's MetricsSource: one scrape.Scraper per instance, which keeps
 // the previous scrape to turn counters and histograms into per-interval figures.

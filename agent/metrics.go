@@ -21,7 +21,8 @@ type metrics struct {
 	reportsSent    prometheus.Counter
 	reportsDropped prometheus.Counter
 	reconnects     prometheus.Counter
-	commands       *prometheus.CounterVec
+	desired        *prometheus.CounterVec
+	rejections     prometheus.Counter
 
 	gpuUtilization *prometheus.GaugeVec
 	gpuMemoryUsed  *prometheus.GaugeVec
@@ -52,10 +53,14 @@ func newMetrics() *metrics {
 			Name: "llmscaler_agent_reconnects_total",
 			Help: "Attempts to open a stream after the first, redirects included.",
 		}),
-		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "llmscaler_agent_commands_total",
-			Help: "Commands answered, by result.",
+		desired: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "llmscaler_agent_desired_states_total",
+			Help: "Desired states from the leader answered, by result.",
 		}, []string{"result"}),
+		rejections: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "llmscaler_agent_instance_rejections_total",
+			Help: "Instances of a desired state this agent could not start or stop.",
+		}),
 		gpuUtilization: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "llmscaler_agent_gpu_utilization_percent",
 			Help: "Share of time a kernel ran on the GPU over the last sample period.",
@@ -85,7 +90,7 @@ func newMetrics() *metrics {
 		m.instances, m.scrapeErrors,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.connected, m.reportsSent, m.reportsDropped, m.reconnects, m.commands,
+		m.connected, m.reportsSent, m.reportsDropped, m.reconnects, m.desired, m.rejections,
 		m.gpuUtilization, m.gpuMemoryUsed, m.gpuTemperature, m.gpuPower,
 	)
 	return m
@@ -111,10 +116,11 @@ func (m *metrics) observeGPUs(samples []*llmscalerv1.GpuSample) {
 	}
 }
 
-// commandAnswered counts an ack under a short label: "rejected" reads better in a query than
-// "COMMAND_RESULT_REJECTED".
-func (m *metrics) commandAnswered(r llmscalerv1.CommandResult) {
-	m.commands.WithLabelValues(strings.ToLower(strings.TrimPrefix(r.String(), "COMMAND_RESULT_"))).Inc()
+// desiredAnswered counts an ack under a short label ("rejected" reads better in a query than
+// "COMMAND_RESULT_REJECTED") and the instances it refused.
+func (m *metrics) desiredAnswered(a *llmscalerv1.DesiredStateAck) {
+	m.desired.WithLabelValues(strings.ToLower(strings.TrimPrefix(a.GetResult().String(), "COMMAND_RESULT_"))).Inc()
+	m.rejections.Add(float64(len(a.GetRejected())))
 }
 
 func (a *Agent) httpHandler() http.Handler {

@@ -11,8 +11,8 @@ import (
 )
 
 // TestHostileInstanceIDFromController: the agent is the last line of defence. A controller
-// (or whoever holds its certificate) that names an instance "../../etc/x" gets the command
-// rejected with the reason, and the agent runs nothing and writes no file for it.
+// (or whoever holds its certificate) that names an instance "../../etc/x" in a desired state gets it
+// refused with the reason, and the agent runs nothing and writes no file for it.
 func TestHostileInstanceIDFromController(t *testing.T) {
 	c := startController(t, nil)
 	cfg := testConfig(t, c.addr)
@@ -28,18 +28,17 @@ func TestHostileInstanceIDFromController(t *testing.T) {
 	fs.welcome(t, &llmscalerv1.Welcome{ControllerId: "ctrl-a", Epoch: 1})
 
 	for i, id := range []string{"../../etc/x", "a/b", "..", strings.Repeat("x", 200)} {
-		cmd := &llmscalerv1.Command{CommandId: "c" + string(rune('0'+i)), Epoch: 1, Action: &llmscalerv1.Command_StartInstance{
-			StartInstance: &llmscalerv1.StartInstance{InstanceId: id, Deployment: "chat", Profile: "cpu"}}}
-		fs.command(t, cmd)
+		fs.desired(t, &llmscalerv1.DesiredState{Epoch: 1, Version: uint64(i + 1),
+			Instances: []*llmscalerv1.StartInstance{{InstanceId: id, Deployment: "chat", Profile: "cpu"}},
+			Drain:     []*llmscalerv1.StopInstance{{InstanceId: id}}})
 		ack := fs.ack(t)
-		if ack.GetResult() != llmscalerv1.CommandResult_COMMAND_RESULT_REJECTED || !strings.HasPrefix(ack.GetMessage(), "invalid instance id: instance_id ") {
-			t.Errorf("start %.20q: %v %q, want REJECTED: invalid instance id: instance_id ...", id, ack.GetResult(), ack.GetMessage())
+		if len(ack.GetRejected()) != 2 {
+			t.Fatalf("%.20q: refused %v, want its start and its drain", id, ack.GetRejected())
 		}
-		stop := &llmscalerv1.Command{CommandId: "s" + string(rune('0'+i)), Epoch: 1, Action: &llmscalerv1.Command_StopInstance{
-			StopInstance: &llmscalerv1.StopInstance{InstanceId: id}}}
-		fs.command(t, stop)
-		if ack := fs.ack(t); ack.GetResult() != llmscalerv1.CommandResult_COMMAND_RESULT_REJECTED || !strings.Contains(ack.GetMessage(), "invalid instance id") {
-			t.Errorf("stop %.20q: %v %q, want REJECTED: invalid instance id", id, ack.GetResult(), ack.GetMessage())
+		for _, r := range ack.GetRejected() {
+			if r.GetInstanceId() != id || !strings.HasPrefix(r.GetMessage(), "invalid instance id: instance_id ") {
+				t.Errorf("%.20q: refused %.20q with %q, want invalid instance id: instance_id ...", id, r.GetInstanceId(), r.GetMessage())
+			}
 		}
 	}
 	if ins := a.sup.Instances(); len(ins) != 0 {

@@ -292,12 +292,15 @@ func (a *Agent) session(ctx context.Context, addr string) (welcomed bool, err er
 		case m := <-msgs:
 			lastHeard = time.Now()
 			switch msg := m.GetMsg().(type) {
-			case *llmscalerv1.ConnectResponse_Command:
-				ack := a.handleCommand(ctx, msg.Command)
-				a.metrics.commandAnswered(ack.GetResult())
-				log.Debug("command", "command_id", ack.GetCommandId(), "epoch", ack.GetEpoch(),
+			case *llmscalerv1.ConnectResponse_Desired:
+				ack := a.handleDesired(msg.Desired)
+				a.metrics.desiredAnswered(ack)
+				log.Debug("desired state", "epoch", ack.GetEpoch(), "version", ack.GetVersion(),
 					"result", ack.GetResult().String(), "message", ack.GetMessage())
-				if err := send(&llmscalerv1.ConnectRequest{Msg: &llmscalerv1.ConnectRequest_Ack{Ack: ack}}); err != nil {
+				for _, r := range ack.GetRejected() {
+					log.Warn("desired instance refused", "instance_id", r.GetInstanceId(), "error", r.GetMessage())
+				}
+				if err := send(&llmscalerv1.ConnectRequest{Msg: &llmscalerv1.ConnectRequest_DesiredAck{DesiredAck: ack}}); err != nil {
 					return true, err
 				}
 			case *llmscalerv1.ConnectResponse_Heartbeat:

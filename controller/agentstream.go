@@ -114,8 +114,8 @@ func messageKind(m *llmscalerv1.ConnectRequest) string {
 		return "a report"
 	case *llmscalerv1.ConnectRequest_Heartbeat:
 		return "a heartbeat"
-	case *llmscalerv1.ConnectRequest_Ack:
-		return "a command ack"
+	case *llmscalerv1.ConnectRequest_DesiredAck:
+		return "a desired state ack"
 	case *llmscalerv1.ConnectRequest_Hello:
 		return "a hello"
 	default:
@@ -217,6 +217,26 @@ func (c *Controller) serveAgent(stream llmscalerv1.AgentService_ConnectServer, t
 		endErr = err
 		return err
 	}
+	// The node's desired state goes out on every new stream, whatever was sent on the
+	// streams before: one that ended may have taken the latest version with it.
+	t.reconciler.attach(h.GetNodeId(), h.GetInstances())
+	var sentVersion uint64
+	sendDesired := func() error {
+		ds := t.reconciler.desiredState(h.GetNodeId())
+		if ds.GetVersion() == sentVersion {
+			return nil
+		}
+		if err := stream.Send(&llmscalerv1.ConnectResponse{Msg: &llmscalerv1.ConnectResponse_Desired{Desired: ds}}); err != nil {
+			return err
+		}
+		sentVersion = ds.GetVersion()
+		c.metrics.desiredSent.Inc()
+		return nil
+	}
+	if err := sendDesired(); err != nil {
+		endErr = err
+		return err
+	}
 
 	recv, recvErr, _ := transport.Receive(ctx, stream.Recv)
 
@@ -250,12 +270,11 @@ func (c *Controller) serveAgent(stream llmscalerv1.AgentService_ConnectServer, t
 				endErr = err
 				return err
 			}
-		case cmd := <-conn.outbox:
-			if err := stream.Send(&llmscalerv1.ConnectResponse{Msg: &llmscalerv1.ConnectResponse_Command{Command: cmd}}); err != nil {
+		case <-conn.desired:
+			if err := sendDesired(); err != nil {
 				endErr = err
 				return err
 			}
-			c.metrics.commandsSent.Inc()
 		case <-hb.C:
 			if d := c.now().Sub(lastHeard); d > silence {
 				endErr = fmt.Errorf("no message for %v", d.Round(time.Millisecond))
@@ -282,15 +301,18 @@ func (c *Controller) handleAgentMessage(t *term, nodeID string, m *llmscalerv1.C
 	case *llmscalerv1.ConnectRequest_Heartbeat:
 		c.metrics.messages.WithLabelValues("heartbeat").Inc()
 		t.fleet.touch(nodeID)
-	case *llmscalerv1.ConnectRequest_Ack:
-		c.metrics.messages.WithLabelValues("ack").Inc()
-		a := msg.Ack
+	case *llmscalerv1.ConnectRequest_DesiredAck:
+		c.metrics.messages.WithLabelValues("desired_ack").Inc()
+		a := msg.DesiredAck
 		t.fleet.touch(nodeID)
 		t.reconciler.ack(nodeID, a)
-		if a.GetResult() == llmscalerv1.CommandResult_COMMAND_RESULT_ACCEPTED || a.GetResult() == llmscalerv1.CommandResult_COMMAND_RESULT_DUPLICATE {
-			log.Info("command acknowledged", "command_id", a.GetCommandId(), "result", a.GetResult().String())
-		} else {
-			log.Warn("command refused", "command_id", a.GetCommandId(), "result", a.GetResult().String(), "message", a.GetMessage())
+		switch a.GetResult() {
+		case llmscalerv1.CommandResult_COMMAND_RESULT_ACCEPTED, llmscalerv1.CommandResult_COMMAND_RESULT_DUPLICATE:
+			for _, r := range a.GetRejected() {
+				log.Warn("instance refused by the node", "instance_id", r.GetInstanceId(), "message", r.GetMessage(), "version", a.GetVersion())
+			}
+		default:
+			log.Warn("desired state refused", "version", a.GetVersion(), "epoch", a.GetEpoch(), "result", a.GetResult().String(), "message", a.GetMessage())
 		}
 	case *llmscalerv1.ConnectRequest_Hello:
 		return status.Error(codes.InvalidArgument, "hello sent twice on one stream")

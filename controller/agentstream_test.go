@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -55,6 +56,32 @@ func connect(t *testing.T, addr string, first *llmscalerv1.ConnectRequest) (*raw
 		return nil, nil, fmt.Errorf("first reply %v is not a welcome", m)
 	}
 	return &rawAgent{stream: s, cancel: cancel}, m.GetWelcome(), nil
+}
+
+// change is one thing a desired state asked of a fake agent: a start or a drain.
+type change struct {
+	start *llmscalerv1.StartInstance
+	stop  *llmscalerv1.StopInstance
+}
+
+// applyDesired makes a fake agent's live instances follow a desired state as the real agent
+// does (drains first, then starts of what it does not run; what is in neither list stays) and
+// returns what changed. A drained instance is gone at once: these fakes have no drain.
+func applyDesired(live map[string]*llmscalerv1.InstanceStatus, ds *llmscalerv1.DesiredState, run func(*llmscalerv1.StartInstance) *llmscalerv1.InstanceStatus) []change {
+	var out []change
+	for _, d := range ds.GetDrain() {
+		if live[d.GetInstanceId()] != nil {
+			delete(live, d.GetInstanceId())
+			out = append(out, change{stop: d})
+		}
+	}
+	for _, s := range ds.GetInstances() {
+		if live[s.GetInstanceId()] == nil {
+			live[s.GetInstanceId()] = run(s)
+			out = append(out, change{start: s})
+		}
+	}
+	return out
 }
 
 func nodeState(t *testing.T, cli llmscalerv1.AdminServiceClient, id string) llmscalerv1.NodeState {
@@ -211,31 +238,85 @@ func TestAgentStreamRefusals(t *testing.T) {
 	})
 }
 
-func TestCommandsReachTheAgent(t *testing.T) {
-	r := startController(t, testConfig(startEtcd(t)))
-	waitLeader(t, r)
-	a, w, err := connect(t, r.GRPCAddr(), hello("n1", "run-1", 1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := &llmscalerv1.Command{CommandId: "c1", Epoch: w.GetEpoch(), Action: &llmscalerv1.Command_StartInstance{StartInstance: &llmscalerv1.StartInstance{InstanceId: "i1", Profile: "p"}}}
-	if err := r.currentTerm().fleet.send("n1", cmd); err != nil {
-		t.Fatal(err)
-	}
+// nextDesired receives until a desired state comes, answering nothing.
+func nextDesired(t *testing.T, a *rawAgent) *llmscalerv1.DesiredState {
+	t.Helper()
 	for {
 		m, err := a.stream.Recv()
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("waiting for a desired state: %v", err)
 		}
-		if m.GetCommand() != nil {
-			if !proto.Equal(m.GetCommand(), cmd) {
-				t.Fatalf("got %v, want %v", m.GetCommand(), cmd)
-			}
-			break
+		if ds := m.GetDesired(); ds != nil {
+			return ds
 		}
 	}
-	if err := r.currentTerm().fleet.send("ghost", cmd); !errors.Is(err, errNoStream) {
-		t.Fatalf("send to unknown node: %v", err)
+}
+
+func instanceIDs(ds *llmscalerv1.DesiredState) []string {
+	var ids []string
+	for _, s := range ds.GetInstances() {
+		ids = append(ids, s.GetInstanceId())
+	}
+	return ids
+}
+
+// TestDesiredStateSurvivesStreams: a node's desired state goes out whole on every stream, so
+// starts placed on a stream that then broke reach the agent on the next one, unchanged (not
+// lost, not placed again); a start the agent refuses is given up at once and placed anew.
+func TestDesiredStateSurvivesStreams(t *testing.T) {
+	r := startController(t, testConfig(startEtcd(t)))
+	waitLeader(t, r)
+	ctx := ctxT(t)
+	h := hello("n1", "run-1", 2)
+	h.GetHello().Profiles = []string{"p"}
+	a, w, err := connect(t, r.GRPCAddr(), h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := nextDesired(t, a)
+	if first.GetEpoch() != w.GetEpoch() || len(first.GetInstances())+len(first.GetDrain()) != 0 {
+		t.Fatalf("first desired state %v, want an empty one at epoch %d", first, w.GetEpoch())
+	}
+
+	spec := &llmscalerv1.DeploymentSpec{Name: "d", Profile: "p", MinReplicas: 2, MaxReplicas: 2}
+	if _, err := admin(t, r).ApplyDeployment(ctx, &llmscalerv1.ApplyDeploymentRequest{Deployment: spec}); err != nil {
+		t.Fatal(err)
+	}
+	var placed *llmscalerv1.DesiredState
+	for placed == nil || len(placed.GetInstances()) < 2 {
+		placed = nextDesired(t, a)
+		if placed.GetVersion() <= first.GetVersion() {
+			t.Fatalf("version %d after %d", placed.GetVersion(), first.GetVersion())
+		}
+	}
+
+	// The stream breaks before the agent did anything; its next stream gets the same state.
+	a.cancel()
+	a, _, err = connect(t, r.GRPCAddr(), h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := nextDesired(t, a)
+	if !proto.Equal(again, placed) {
+		t.Fatalf("after a new stream the desired state is\n%v\nwant the one the broken stream carried\n%v", again, placed)
+	}
+
+	// The agent refuses one start: it leaves the node's state and a new replica is placed.
+	refused := placed.GetInstances()[0].GetInstanceId()
+	ack := &llmscalerv1.DesiredStateAck{Epoch: again.GetEpoch(), Version: again.GetVersion(), Result: llmscalerv1.CommandResult_COMMAND_RESULT_ACCEPTED,
+		Rejected: []*llmscalerv1.InstanceRejection{{InstanceId: refused, Message: "GPU 0 is used by instance x"}}}
+	if err := a.stream.Send(&llmscalerv1.ConnectRequest{Msg: &llmscalerv1.ConnectRequest_DesiredAck{DesiredAck: ack}}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		ds := nextDesired(t, a)
+		ids := instanceIDs(ds)
+		if slices.Contains(ids, refused) {
+			continue
+		}
+		if len(ids) == 2 && slices.Contains(ids, placed.GetInstances()[1].GetInstanceId()) {
+			break
+		}
 	}
 }
 

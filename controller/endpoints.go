@@ -33,13 +33,13 @@ func servedModels(spec *llmscalerv1.DeploymentSpec) []string {
 }
 
 // endpointTable is every selected deployment's routing table as the leader sees it now:
-// READY instances on nodes not lost, without those a stop was sent to (from that moment on a
+// READY instances on nodes not lost, without those listed to drain (from that moment on a
 // router sends them nothing new), sorted for stable comparison.
 func (r *reconciler) endpointTable(only map[string]bool) []*llmscalerv1.DeploymentEndpoints {
-	now := r.c.now()
 	nodes := r.t.fleet.snapshot()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	stopping := r.st.stopping()
 	byName := map[string]*llmscalerv1.DeploymentEndpoints{}
 	for name, d := range r.deployments {
 		if len(only) > 0 && !only[name] {
@@ -62,7 +62,7 @@ func (r *reconciler) endpointTable(only map[string]bool) []*llmscalerv1.Deployme
 			if de == nil || in.GetPhase() != llmscalerv1.InstancePhase_INSTANCE_PHASE_READY || in.GetEndpoint() == "" {
 				continue
 			}
-			if isStopping(r.st, in.GetInstanceId(), now) {
+			if stopping[in.GetInstanceId()] {
 				continue
 			}
 			ep := &llmscalerv1.Endpoint{

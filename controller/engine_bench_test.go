@@ -14,7 +14,7 @@ import (
 	llmscalerv1 "github.com/llmscaler/llmscaler/proto/llmscaler/v1"
 )
 
-// benchAgent is a raw agent that answers start commands by reporting the instance and can
+// benchAgent is a raw agent that follows its desired states by reporting the instances and can
 // send a report that shows overload.
 type benchAgent struct {
 	a    *rawAgent
@@ -35,19 +35,27 @@ func (b *benchAgent) report(mod func(*llmscalerv1.InstanceStatus)) error {
 	return b.a.stream.Send(&llmscalerv1.ConnectRequest{Msg: &llmscalerv1.ConnectRequest_Report{Report: r}})
 }
 
-// nextStart waits for the next start command, records the instance as READY, and returns when
-// the command was received.
+// nextStart waits for a desired state with a new start of dep, records the instance as
+// READY, and returns when that state was received.
 func (b *benchAgent) nextStart(dep string) (time.Time, error) {
 	for {
 		m, err := b.a.stream.Recv()
 		if err != nil {
 			return time.Time{}, err
 		}
-		if s := m.GetCommand().GetStartInstance(); s != nil && s.GetDeployment() == dep {
-			at := time.Now()
-			b.live[s.GetInstanceId()] = &llmscalerv1.InstanceStatus{InstanceId: s.GetInstanceId(), Deployment: dep, Profile: s.GetProfile(),
+		ds := m.GetDesired()
+		if ds == nil {
+			continue
+		}
+		at := time.Now()
+		started := false
+		applyDesired(b.live, ds, func(s *llmscalerv1.StartInstance) *llmscalerv1.InstanceStatus {
+			started = started || s.GetDeployment() == dep
+			return &llmscalerv1.InstanceStatus{InstanceId: s.GetInstanceId(), Deployment: s.GetDeployment(), Profile: s.GetProfile(),
 				Phase: llmscalerv1.InstancePhase_INSTANCE_PHASE_READY, GpuIndices: s.GetGpuIndices(),
 				StartedAt: timestamppb.Now(), ColdStart: durationpb.New(time.Second)}
+		})
+		if started {
 			return at, nil
 		}
 	}

@@ -13,16 +13,9 @@ import (
 	llmscalerv1 "github.com/llmscaler/llmscaler/proto/llmscaler/v1"
 )
 
-// outboxSize bounds the commands queued for one agent stream.
-const outboxSize = 256
-
 var (
 	// errNodeConnected refuses a second agent process that claims a connected node id.
 	errNodeConnected = errors.New("node id already connected")
-	// errNoStream is returned when a command is sent to a node without a live stream.
-	errNoStream = errors.New("node has no live stream")
-	// errOutboxFull is returned when an agent does not take its commands fast enough.
-	errOutboxFull = errors.New("agent command queue full")
 )
 
 // fleet is the leader's live view of its agents: what they run and how their GPUs are. It is
@@ -47,11 +40,12 @@ type nodeEntry struct {
 }
 
 // agentConn is the leader's handle on one agent stream. Only that stream's loop sends on the
-// stream; others hand it commands through outbox.
+// stream; others wake it through desired when the node's desired state changed, and it sends
+// the latest. The wake-up holds at most one: changes coalesce, none is lost.
 type agentConn struct {
-	nodeID string
-	runID  string
-	outbox chan *llmscalerv1.Command
+	nodeID  string
+	runID   string
+	desired chan struct{}
 	// replaced is closed when a newer stream of the same agent process takes over.
 	replaced chan struct{}
 }
@@ -121,7 +115,7 @@ func (f *fleet) attach(h *llmscalerv1.Hello, addr string) (*agentConn, *llmscale
 	}
 	e.unreported = false
 	n.InstanceCount = uint32(len(e.instances))
-	e.conn = &agentConn{nodeID: id, runID: h.GetRunId(), outbox: make(chan *llmscalerv1.Command, outboxSize), replaced: make(chan struct{})}
+	e.conn = &agentConn{nodeID: id, runID: h.GetRunId(), desired: make(chan struct{}, 1), replaced: make(chan struct{})}
 	f.publish(&llmscalerv1.Event{Time: now, Type: llmscalerv1.EventType_EVENT_TYPE_NODE_CONNECTED, NodeId: id,
 		Message: fmt.Sprintf("node %s connected from %s with %d GPUs (%s)", id, addr, len(n.GetGpus()), n.GetGpuBackend())})
 	return e.conn, proto.Clone(n).(*llmscalerv1.Node), nil
@@ -252,23 +246,18 @@ func (f *fleet) setCordon(nodeID string, c *cordon, by string) {
 	f.publish(ev)
 }
 
-// send hands a command to a node's stream loop.
-func (f *fleet) send(nodeID string, cmd *llmscalerv1.Command) error {
+// notify wakes a node's stream loop to send its desired state; it never blocks.
+func (f *fleet) notify(nodeID string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	e := f.nodes[nodeID]
-	if e == nil || e.conn == nil {
-		return fmt.Errorf("send to %s: %w", nodeID, errNoStream)
-	}
-	select {
-	case e.conn.outbox <- cmd:
-		return nil
-	default:
-		return fmt.Errorf("send to %s: %w", nodeID, errOutboxFull)
+	if e := f.nodes[nodeID]; e != nil && e.conn != nil {
+		select {
+		case e.conn.desired <- struct{}{}:
+		default:
+		}
 	}
 }
 
-// listNodes returns copies of all nodes, ordered by id.
 func (f *fleet) listNodes() []*llmscalerv1.Node {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -17,7 +17,7 @@ type metrics struct {
 	leaderChanges prometheus.Counter
 	streams       prometheus.Gauge
 	messages      *prometheus.CounterVec
-	commandsSent  prometheus.Counter
+	desiredSent   prometheus.Counter
 	forwarded     prometheus.Counter
 	// refused counts calls refused by authorization or the rate limit, by gRPC code.
 	refused *prometheus.CounterVec
@@ -44,8 +44,8 @@ func newMetrics(c *Controller) *metrics {
 			Help: "Agent streams this controller serves."}),
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llmscaler_controller_agent_messages_total",
 			Help: "Messages received from agents, by type."}, []string{"type"}),
-		commandsSent: prometheus.NewCounter(prometheus.CounterOpts{Name: "llmscaler_controller_commands_sent_total",
-			Help: "Commands sent to agents."}),
+		desiredSent: prometheus.NewCounter(prometheus.CounterOpts{Name: "llmscaler_controller_desired_states_sent_total",
+			Help: "Desired states sent to agents."}),
 		forwarded: prometheus.NewCounter(prometheus.CounterOpts{Name: "llmscaler_controller_admin_forwarded_total",
 			Help: "Admin calls this follower forwarded to the leader."}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llmscaler_controller_calls_refused_total",
@@ -61,7 +61,7 @@ func newMetrics(c *Controller) *metrics {
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llmscaler_deployment_decisions_total",
 			Help: "Policy evaluations by deployment and kind: scale_up, scale_down, hold (a recommended change that clamps held back), dry_run."}, []string{"deployment", "kind"}),
 	}
-	m.reg.MustRegister(m.desired, m.current, m.decisions, m.isLeader, m.epoch, m.leaderChanges, m.streams, m.messages, m.commandsSent, m.forwarded, m.refused, m.endpointUpdates, m.routerReports,
+	m.reg.MustRegister(m.desired, m.current, m.decisions, m.isLeader, m.epoch, m.leaderChanges, m.streams, m.messages, m.desiredSent, m.forwarded, m.refused, m.endpointUpdates, m.routerReports,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		nodeCollector{c})
 	return m

@@ -2,6 +2,8 @@ package controller
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -11,12 +13,10 @@ import (
 )
 
 const (
-	// pendingTimeout is how long a start command may go unreported before it is given up
-	// and the replica placed again.
+	// pendingTimeout is how long a start may go unreported by its connected node before it
+	// is given up (drained, in case it turns up) and the replica placed again. A node that
+	// is disconnected keeps its starts until it is lost: they reach it when it returns.
 	pendingTimeout = 30 * time.Second
-	// stopResend is how long after a stop command an instance that is still live is sent
-	// another.
-	stopResend = 30 * time.Second
 	// failureWindow and avoidAfter: a node where a deployment's instances failed avoidAfter
 	// times within failureWindow gets its replacements only when no other node fits.
 	failureWindow = 10 * time.Minute
@@ -32,31 +32,62 @@ type nodeSnapshot struct {
 	unreported bool
 }
 
-// pendingStart is a start command sent and not yet seen in the node's reports.
+// pendingStart is a desired instance its node has not reported yet.
 type pendingStart struct {
-	commandID  string
 	instanceID string
 	deployment string
 	nodeID     string
 	gpus       []uint32
-	sentAt     time.Time
 }
 
 // reconcileState is what the reconciler remembers between passes.
 type reconcileState struct {
-	pending  map[string]*pendingStart          // by instance id
-	stopSent map[string]time.Time              // by instance id
+	nodes    map[string]*nodeDesired           // the desired state of each node, by node id
 	failures map[string]map[string][]time.Time // deployment -> node -> failure times
 	seenFail map[string]bool                   // instance ids already counted as failures
 }
 
 func newReconcileState() *reconcileState {
 	return &reconcileState{
-		pending:  map[string]*pendingStart{},
-		stopSent: map[string]time.Time{},
+		nodes:    map[string]*nodeDesired{},
 		failures: map[string]map[string][]time.Time{},
 		seenFail: map[string]bool{},
 	}
+}
+
+// desire is a node's desired state, made empty if the node has none yet.
+func (s *reconcileState) desire(nodeID string) *nodeDesired {
+	nd := s.nodes[nodeID]
+	if nd == nil {
+		nd = newNodeDesired()
+		s.nodes[nodeID] = nd
+	}
+	return nd
+}
+
+// stopping is every instance listed to drain on any node.
+func (s *reconcileState) stopping() map[string]bool {
+	out := map[string]bool{}
+	for _, nd := range s.nodes {
+		for id := range nd.drain {
+			out[id] = true
+		}
+	}
+	return out
+}
+
+// pending is every desired instance not reported yet.
+func (s *reconcileState) pending() []*pendingStart {
+	var out []*pendingStart
+	for _, nodeID := range slices.Sorted(maps.Keys(s.nodes)) {
+		nd := s.nodes[nodeID]
+		for _, id := range slices.Sorted(maps.Keys(nd.instances)) {
+			if di := nd.instances[id]; !di.seen {
+				out = append(out, &pendingStart{instanceID: id, deployment: di.start.GetDeployment(), nodeID: nodeID, gpus: di.start.GetGpuIndices()})
+			}
+		}
+	}
+	return out
 }
 
 func (s *reconcileState) recordFailure(deployment, node string, at time.Time) {
@@ -148,10 +179,11 @@ func plan(now time.Time, deployments map[string]*llmscalerv1.Deployment, nodes [
 		views[n.GetNodeId()] = v
 		order = append(order, n.GetNodeId())
 	}
+	stopping := st.stopping()
 	pendingBy := map[string][]*pendingStart{}
-	for _, p := range st.pending {
-		if seen[p.instanceID] || now.Sub(p.sentAt) > pendingTimeout {
-			continue // the caller drops these
+	for _, p := range st.pending() {
+		if seen[p.instanceID] {
+			continue
 		}
 		pendingBy[p.deployment] = append(pendingBy[p.deployment], p)
 		if v := views[p.nodeID]; v != nil {
@@ -160,7 +192,7 @@ func plan(now time.Time, deployments map[string]*llmscalerv1.Deployment, nodes [
 	}
 
 	stop := func(p placed, reason string) {
-		if t, ok := st.stopSent[p.in.GetInstanceId()]; ok && now.Sub(t) < stopResend {
+		if stopping[p.in.GetInstanceId()] {
 			return
 		}
 		stops = append(stops, stopAction{nodeID: p.nodeID, instanceID: p.in.GetInstanceId(), deployment: p.in.GetDeployment(), reason: reason})
@@ -189,7 +221,7 @@ func plan(now time.Time, deployments map[string]*llmscalerv1.Deployment, nodes [
 				stop(p, "deployment deleted")
 			case ph != llmscalerv1.InstancePhase_INSTANCE_PHASE_STARTING && ph != llmscalerv1.InstancePhase_INSTANCE_PHASE_READY:
 				// draining or stopped: on its way out
-			case isStopping(st, p.in.GetInstanceId(), now):
+			case stopping[p.in.GetInstanceId()]:
 			case draining[p.nodeID]:
 				drained = append(drained, p)
 			default:
@@ -227,7 +259,7 @@ func plan(now time.Time, deployments map[string]*llmscalerv1.Deployment, nodes [
 				}
 				id := newID(name)
 				markBusy(views[ch.NodeID], ch.GPUs)
-				ps := &pendingStart{instanceID: id, deployment: name, nodeID: ch.NodeID, gpus: ch.GPUs, sentAt: now}
+				ps := &pendingStart{instanceID: id, deployment: name, nodeID: ch.NodeID, gpus: ch.GPUs}
 				pendingBy[name] = append(pendingBy[name], ps)
 				starts = append(starts, startAction{nodeID: ch.NodeID, start: &llmscalerv1.StartInstance{
 					InstanceId: id, Deployment: name, Profile: spec.GetProfile(), GpuIndices: ch.GPUs,
@@ -257,11 +289,6 @@ func plan(now time.Time, deployments map[string]*llmscalerv1.Deployment, nodes [
 		}
 	}
 	return starts, stops, msgs
-}
-
-func isStopping(st *reconcileState, id string, now time.Time) bool {
-	t, ok := st.stopSent[id]
-	return ok && now.Sub(t) < stopResend
 }
 
 func occupiesGPUs(p llmscalerv1.InstancePhase) bool {

@@ -106,17 +106,17 @@ func TestPlan(t *testing.T) {
 			deps:  []*llmscalerv1.Deployment{dep("d", 1, 4, nil)},
 			nodes: []nodeSnapshot{{node: snode("a", 2)}},
 			state: func(s *reconcileState) {
-				s.pending["d-x"] = &pendingStart{instanceID: "d-x", deployment: "d", nodeID: "a", gpus: []uint32{0}, sentAt: t0.Add(-time.Second)}
+				s.desire("a").place(&llmscalerv1.StartInstance{InstanceId: "d-x", Deployment: "d", Profile: "p", GpuIndices: []uint32{0}}, t0.Add(-time.Second))
 			},
 		},
 		{
-			name:  "a start never reported is placed again",
-			deps:  []*llmscalerv1.Deployment{dep("d", 1, 4, nil)},
+			name:  "a pending start holds its GPU",
+			deps:  []*llmscalerv1.Deployment{dep("d", 2, 4, nil)},
 			nodes: []nodeSnapshot{{node: snode("a", 2)}},
 			state: func(s *reconcileState) {
-				s.pending["d-x"] = &pendingStart{instanceID: "d-x", deployment: "d", nodeID: "a", gpus: []uint32{0}, sentAt: t0.Add(-time.Minute)}
+				s.desire("a").place(&llmscalerv1.StartInstance{InstanceId: "d-x", Deployment: "d", Profile: "p", GpuIndices: []uint32{0}}, t0.Add(-time.Second))
 			},
-			wantStarts: []string{"a:d[0]"},
+			wantStarts: []string{"a:d[1]"},
 		},
 		{
 			name: "scale down stops starting first then the least busy",
@@ -132,7 +132,7 @@ func TestPlan(t *testing.T) {
 			nodes: []nodeSnapshot{{node: snode("a", 4), instances: []*llmscalerv1.InstanceStatus{
 				inst("keep", "d", ready, []uint32{0}, 1), inst("going", "d", ready, []uint32{1}, 0), inst("gone", "d", draining, []uint32{2}, 0),
 			}}},
-			state:     func(s *reconcileState) { s.stopSent["going"] = t0.Add(-time.Second) },
+			state:     func(s *reconcileState) { s.desire("a").stop("going", "scale down to 1", true, t0) },
 			wantStops: nil,
 		},
 		{

@@ -106,37 +106,26 @@ func (r *reconciler) run(ctx context.Context) error {
 	}
 }
 
-// pass runs one reconcile: plan, send, remember. It returns the commands it sent, by
-// deployment, in words for the decision journal.
+// pass runs one reconcile: bring the nodes' desired states up to date with their reports,
+// plan, write the plan into the desired states and wake the streams of the nodes that
+// changed. It returns what it changed, by deployment, in words for the decision journal.
 func (r *reconciler) pass() map[string][]string {
 	now := r.c.now()
 	nodes := r.t.fleet.snapshot()
 
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	seen := map[string]bool{}
+	changed := map[string]bool{}
 	for _, ns := range nodes {
+		id := ns.node.GetNodeId()
 		for _, in := range ns.instances {
-			id := in.GetInstanceId()
-			seen[id] = true
-			if in.GetPhase() == llmscalerv1.InstancePhase_INSTANCE_PHASE_FAILED && !r.st.seenFail[id] {
-				r.st.seenFail[id] = true
-				r.st.recordFailure(in.GetDeployment(), ns.node.GetNodeId(), now)
-				r.log.Warn("instance failed", "deployment", in.GetDeployment(), "instance_id", id, "node_id", ns.node.GetNodeId(), "message", in.GetMessage())
+			if in.GetPhase() == llmscalerv1.InstancePhase_INSTANCE_PHASE_FAILED && !r.st.seenFail[in.GetInstanceId()] {
+				r.st.seenFail[in.GetInstanceId()] = true
+				r.st.recordFailure(in.GetDeployment(), id, now)
+				r.log.Warn("instance failed", "deployment", in.GetDeployment(), "instance_id", in.GetInstanceId(), "node_id", id, "message", in.GetMessage())
 			}
 		}
-	}
-	for id, p := range r.st.pending {
-		if seen[id] {
-			delete(r.st.pending, id)
-		} else if now.Sub(p.sentAt) > pendingTimeout {
-			r.log.Warn("start not reported in time; placing again", "deployment", p.deployment, "instance_id", id, "node_id", p.nodeID)
-			delete(r.st.pending, id)
-		}
-	}
-	for id, at := range r.st.stopSent {
-		if !seen[id] && now.Sub(at) > stopResend {
-			delete(r.st.stopSent, id)
+		if r.syncNodeLocked(ns, now) {
+			changed[id] = true
 		}
 	}
 
@@ -144,30 +133,18 @@ func (r *reconciler) pass() map[string][]string {
 	r.messages = msgs
 	sent := map[string][]string{}
 	for _, a := range starts {
-		cmd := &llmscalerv1.Command{CommandId: newCommandID(), Epoch: r.t.epoch, Action: &llmscalerv1.Command_StartInstance{StartInstance: a.start}}
-		log := r.log.With("deployment", a.start.GetDeployment(), "instance_id", a.start.GetInstanceId(), "node_id", a.nodeID)
-		if err := r.t.fleet.send(a.nodeID, cmd); err != nil {
-			log.Warn("start not sent", "error", err)
-			continue
-		}
-		r.st.pending[a.start.GetInstanceId()] = &pendingStart{commandID: cmd.GetCommandId(), instanceID: a.start.GetInstanceId(),
-			deployment: a.start.GetDeployment(), nodeID: a.nodeID, gpus: a.start.GetGpuIndices(), sentAt: now}
-		log.Info("start sent", "gpus", a.start.GetGpuIndices(), "command_id", cmd.GetCommandId())
+		r.st.desire(a.nodeID).place(a.start, now)
+		changed[a.nodeID] = true
+		r.log.Info("start placed", "deployment", a.start.GetDeployment(), "instance_id", a.start.GetInstanceId(), "node_id", a.nodeID, "gpus", a.start.GetGpuIndices())
 		sent[a.start.GetDeployment()] = append(sent[a.start.GetDeployment()], fmt.Sprintf("start %s on %s (GPUs %v)", a.start.GetInstanceId(), a.nodeID, a.start.GetGpuIndices()))
 		r.c.events.publish(&llmscalerv1.Event{Time: timestamppb.New(now), Type: llmscalerv1.EventType_EVENT_TYPE_INSTANCE_PHASE,
 			NodeId: a.nodeID, Deployment: a.start.GetDeployment(), InstanceId: a.start.GetInstanceId(), Phase: llmscalerv1.InstancePhase_INSTANCE_PHASE_UNSPECIFIED,
 			Message: fmt.Sprintf("start of %s (%s) sent to %s on GPUs %v", a.start.GetInstanceId(), a.start.GetDeployment(), a.nodeID, a.start.GetGpuIndices())})
 	}
 	for _, a := range stops {
-		cmd := &llmscalerv1.Command{CommandId: newCommandID(), Epoch: r.t.epoch, Action: &llmscalerv1.Command_StopInstance{
-			StopInstance: &llmscalerv1.StopInstance{InstanceId: a.instanceID, Reason: a.reason}}}
-		log := r.log.With("deployment", a.deployment, "instance_id", a.instanceID, "node_id", a.nodeID)
-		if err := r.t.fleet.send(a.nodeID, cmd); err != nil {
-			log.Warn("stop not sent", "error", err)
-			continue
-		}
-		r.st.stopSent[a.instanceID] = now
-		log.Info("stop sent", "reason", a.reason, "command_id", cmd.GetCommandId())
+		r.st.desire(a.nodeID).stop(a.instanceID, a.reason, true, now)
+		changed[a.nodeID] = true
+		r.log.Info("drain placed", "deployment", a.deployment, "instance_id", a.instanceID, "node_id", a.nodeID, "reason", a.reason)
 		sent[a.deployment] = append(sent[a.deployment], fmt.Sprintf("stop %s on %s (%s)", a.instanceID, a.nodeID, a.reason))
 	}
 	// Stamped when sent, not when the pass began: a pass that began before a decision may
@@ -191,7 +168,79 @@ func (r *reconciler) pass() map[string][]string {
 		}
 	}
 	r.notifyPassedLocked()
+	r.mu.Unlock()
+	// Outside the lock: a stream loop that wakes takes it to read its state.
+	for id := range changed {
+		r.t.fleet.notify(id)
+	}
 	return sent
+}
+
+// syncNodeLocked brings one node's desired state up to date with what the node reports: a
+// start reported is no longer pending, an instance that was reported and is gone is
+// forgotten, a drained instance that is gone leaves the drain list, a start a connected node
+// has not reported within pendingTimeout is given up (listed to drain for another
+// pendingTimeout, in case it turns up late), and a lost node's state is dropped
+// (a pending start there must not run when it returns; what it still runs is adopted then).
+// It reports whether the state changed.
+func (r *reconciler) syncNodeLocked(ns nodeSnapshot, now time.Time) bool {
+	id := ns.node.GetNodeId()
+	nd := r.st.nodes[id]
+	if nd == nil {
+		return false
+	}
+	if ns.node.GetState() == llmscalerv1.NodeState_NODE_STATE_LOST {
+		for iid, di := range nd.instances {
+			if !di.seen {
+				r.log.Warn("node lost before it reported a start; placing again", "deployment", di.start.GetDeployment(), "instance_id", iid, "node_id", id)
+			}
+		}
+		delete(r.st.nodes, id)
+		return false
+	}
+	if ns.node.GetState() != llmscalerv1.NodeState_NODE_STATE_CONNECTED {
+		return false // what it runs is as last reported; its pending starts wait for it
+	}
+	reported := make(map[string]bool, len(ns.instances))
+	for _, in := range ns.instances {
+		reported[in.GetInstanceId()] = true
+	}
+	before := nd.version
+	for iid, di := range nd.instances {
+		switch {
+		case reported[iid]:
+			di.seen = true
+		case di.seen:
+			nd.forget(iid)
+		case now.Sub(di.since) > pendingTimeout:
+			r.log.Warn("start not reported in time; placing again", "deployment", di.start.GetDeployment(), "instance_id", iid, "node_id", id)
+			nd.stop(iid, fmt.Sprintf("start not reported within %v; placed again", pendingTimeout), false, now)
+		}
+	}
+	for iid, de := range nd.drain {
+		switch {
+		case reported[iid]:
+			de.seen = true
+		case de.seen || now.Sub(de.since) > pendingTimeout:
+			nd.forget(iid) // stopped and gone, or never turned up
+		}
+	}
+	return nd.version != before
+}
+
+// attach takes a node's stream in: the instances its hello lists that this term does not
+// know yet are adopted into its desired state.
+func (r *reconciler) attach(nodeID string, reported []*llmscalerv1.InstanceStatus) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.st.desire(nodeID).adopt(reported, r.c.now())
+}
+
+// desiredState is the node's desired state as its stream sends it.
+func (r *reconciler) desiredState(nodeID string) *llmscalerv1.DesiredState {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.st.desire(nodeID).state(r.t.epoch)
 }
 
 // sentSince returns the commands sent for a deployment at or after t.
@@ -222,33 +271,37 @@ func (r *reconciler) desired(d *llmscalerv1.Deployment) uint32 {
 	return sp.GetMinReplicas()
 }
 
-// ack learns from an agent's answer to a command: a refused start is given up at once, counted
-// against the node, and shown in the deployment's status.
-func (r *reconciler) ack(nodeID string, a *llmscalerv1.CommandAck) {
-	switch a.GetResult() {
-	case llmscalerv1.CommandResult_COMMAND_RESULT_REJECTED, llmscalerv1.CommandResult_COMMAND_RESULT_STALE_EPOCH:
-	default:
+// ack learns from a node's answer to its desired state: an instance it refused to start is
+// given up at once (another node gets the replica), counted against the node, and shown in
+// the deployment's status; one it could not drain is dropped from the list, so that the
+// next pass decides again.
+func (r *reconciler) ack(nodeID string, a *llmscalerv1.DesiredStateAck) {
+	if len(a.GetRejected()) == 0 {
 		return
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	for id, p := range r.st.pending {
-		if p.commandID != a.GetCommandId() {
-			continue
-		}
-		delete(r.st.pending, id)
-		r.st.recordFailure(p.deployment, nodeID, r.c.now())
-		r.messages[p.deployment] = fmt.Sprintf("node %s refused to start %s: %s", nodeID, id, a.GetMessage())
-		r.poke()
+	nd := r.st.nodes[nodeID]
+	if nd == nil || a.GetEpoch() != r.t.epoch {
+		r.mu.Unlock()
 		return
 	}
+	for _, rej := range a.GetRejected() {
+		id := rej.GetInstanceId()
+		if di := nd.instances[id]; di != nil {
+			dep := di.start.GetDeployment()
+			r.st.recordFailure(dep, nodeID, r.c.now())
+			r.messages[dep] = fmt.Sprintf("node %s refused to start %s: %s", nodeID, id, rej.GetMessage())
+		}
+		nd.forget(id)
+	}
+	r.mu.Unlock()
+	r.t.fleet.notify(nodeID)
+	r.poke()
 }
 
 func newInstanceID(deployment string) string {
 	return deployment + "-" + randomHex(4)
 }
-
-func newCommandID() string { return randomHex(8) }
 
 func randomHex(n int) string {
 	b := make([]byte, n)

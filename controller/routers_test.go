@@ -15,15 +15,16 @@ import (
 	llmscalerv1 "github.com/llmscaler/llmscaler/proto/llmscaler/v1"
 )
 
-// loopAgent is a raw agent that reports its instances every 50 ms and hands the commands
-// it receives to a channel; instances it is told to start turn READY at once.
+// loopAgent is a raw agent that reports its instances every 50 ms, follows the desired
+// states it receives and hands what they changed to a channel; instances it is told to start
+// turn READY at once.
 type loopAgent struct {
-	a        *rawAgent
-	mu       sync.Mutex
-	seq      uint64
-	live     map[string]*llmscalerv1.InstanceStatus
-	commands chan *llmscalerv1.Command
-	busy     bool // report work in flight (a replica with requests)
+	a       *rawAgent
+	mu      sync.Mutex
+	seq     uint64
+	live    map[string]*llmscalerv1.InstanceStatus
+	changes chan change
+	busy    bool // report work in flight (a replica with requests)
 }
 
 func startLoopAgent(t *testing.T, addr string) *loopAgent {
@@ -34,26 +35,25 @@ func startLoopAgent(t *testing.T, addr string) *loopAgent {
 	if err != nil {
 		t.Fatal(err)
 	}
-	la := &loopAgent{a: raw, live: map[string]*llmscalerv1.InstanceStatus{}, commands: make(chan *llmscalerv1.Command, 64)}
+	la := &loopAgent{a: raw, live: map[string]*llmscalerv1.InstanceStatus{}, changes: make(chan change, 64)}
 	go func() {
 		for {
 			m, err := raw.stream.Recv()
 			if err != nil {
-				close(la.commands)
+				close(la.changes)
 				return
 			}
-			if c := m.GetCommand(); c != nil {
+			if ds := m.GetDesired(); ds != nil {
 				la.mu.Lock()
-				if s := c.GetStartInstance(); s != nil {
-					la.live[s.GetInstanceId()] = &llmscalerv1.InstanceStatus{InstanceId: s.GetInstanceId(), Deployment: s.GetDeployment(),
+				cs := applyDesired(la.live, ds, func(s *llmscalerv1.StartInstance) *llmscalerv1.InstanceStatus {
+					return &llmscalerv1.InstanceStatus{InstanceId: s.GetInstanceId(), Deployment: s.GetDeployment(),
 						Profile: s.GetProfile(), Phase: llmscalerv1.InstancePhase_INSTANCE_PHASE_READY, GpuIndices: s.GetGpuIndices(),
 						Endpoint: "127.0.0.1:18000", MaxInFlight: 4, StartedAt: timestamppb.Now(), ColdStart: durationpb.New(time.Second)}
-				}
-				if s := c.GetStopInstance(); s != nil {
-					delete(la.live, s.GetInstanceId())
-				}
+				})
 				la.mu.Unlock()
-				la.commands <- c
+				for _, c := range cs {
+					la.changes <- c
+				}
 			}
 		}
 	}()
@@ -80,17 +80,17 @@ func startLoopAgent(t *testing.T, addr string) *loopAgent {
 	return la
 }
 
-func (la *loopAgent) next(t *testing.T, within time.Duration, want func(*llmscalerv1.Command) bool) *llmscalerv1.Command {
+func (la *loopAgent) next(t *testing.T, within time.Duration, want func(change) bool) *change {
 	t.Helper()
 	deadline := time.After(within)
 	for {
 		select {
-		case c, ok := <-la.commands:
+		case c, ok := <-la.changes:
 			if !ok {
 				t.Fatal("agent stream ended")
 			}
 			if want(c) {
-				return c
+				return &c
 			}
 		case <-deadline:
 			return nil
@@ -159,7 +159,7 @@ func TestScaleFromZeroThroughRouters(t *testing.T) {
 	if first == nil || first.GetServedModels()[0] != "llama-3-8b" || first.GetColdStartWait().AsDuration() != time.Minute {
 		t.Fatalf("first table %v, want d with no endpoint, its served model and wait", first)
 	}
-	isStart := func(c *llmscalerv1.Command) bool { return c.GetStartInstance() != nil }
+	isStart := func(c change) bool { return c.start != nil }
 	if c := ag.next(t, time.Second, isStart); c != nil {
 		t.Fatalf("started %v without any demand at min_replicas 0", c)
 	}
@@ -196,7 +196,7 @@ func TestScaleFromZeroThroughRouters(t *testing.T) {
 
 	// The request is served (the router's queue empties), then nothing arrives.
 	report(0, 0)
-	stop := ag.next(t, 10*time.Second, func(c *llmscalerv1.Command) bool { return c.GetStopInstance() != nil })
+	stop := ag.next(t, 10*time.Second, func(c change) bool { return c.stop != nil })
 	if stop == nil {
 		decs, _ := cli.ListDecisions(ctx, &llmscalerv1.ListDecisionsRequest{Deployment: "d"})
 		var rs []string

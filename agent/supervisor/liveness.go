@@ -133,8 +133,8 @@ func (s *Supervisor) livenessLocked(inst *instance, err error) {
 		why = "no metrics scraped to show progress"
 	}
 	inst.hung = fmt.Sprintf("hung: not healthy for %d checks %s apart, with %s (%v)", failures, s.cfg.HealthInterval, why, err)
-	inst.log.Error("instance hung; killing its process group", "pid", inst.pid, "failures", failures)
-	if err := signalGroup(inst.pid, syscall.SIGKILL); err != nil {
+	inst.log.Error("instance hung; killing its process group", "pid", inst.PID, "failures", failures)
+	if err := signalGroup(inst.PID, syscall.SIGKILL); err != nil {
 		inst.log.Warn("cannot kill the hung instance", "error", err)
 	}
 }
@@ -143,10 +143,10 @@ func (s *Supervisor) livenessLocked(inst *instance, err error) {
 // busyMessage away and leaves any other message as it is.
 func (s *Supervisor) setBusyMessageLocked(inst *instance, busy bool) {
 	switch {
-	case busy && inst.message != busyMessage:
-		inst.message = busyMessage
-	case !busy && inst.message == busyMessage:
-		inst.message = ""
+	case busy && inst.Message != busyMessage:
+		inst.Message = busyMessage
+	case !busy && inst.Message == busyMessage:
+		inst.Message = ""
 	default:
 		return
 	}

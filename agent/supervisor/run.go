@@ -40,8 +40,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			s.mu.Lock()
-			_ = s.saveLocked()
+			snap := s.snapshotLocked()
 			s.mu.Unlock()
+			_ = s.save(snap)
 			return nil
 		case <-s.exited:
 			s.step()
@@ -56,9 +57,10 @@ func (s *Supervisor) Run(ctx context.Context) error {
 // step does the work that needs no network: exits, restarts, timeouts, stops, retention.
 func (s *Supervisor) step() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.advanceLocked(s.cfg.Now())
-	_ = s.saveLocked()
+	snap := s.snapshotLocked()
+	s.mu.Unlock()
+	_ = s.save(snap)
 }
 
 // probe is one health check or scrape the tick makes outside the lock.
@@ -81,16 +83,16 @@ func (s *Supervisor) tick(ctx context.Context) {
 	s.advanceLocked(now)
 	var probes []*probe
 	for _, inst := range s.instances {
-		if !inst.running {
+		if !inst.Running {
 			continue
 		}
-		base := "http://" + net.JoinHostPort(dialHost(s.cfg.Host), strconv.Itoa(inst.port))
-		ready := inst.phase == llmscalerv1.InstancePhase_INSTANCE_PHASE_READY
+		base := "http://" + net.JoinHostPort(dialHost(s.cfg.Host), strconv.Itoa(inst.Port))
+		ready := inst.Phase == llmscalerv1.InstancePhase_INSTANCE_PHASE_READY
 		switch {
-		case inst.phase == llmscalerv1.InstancePhase_INSTANCE_PHASE_STARTING && !inst.stopping, ready && inst.recheck:
+		case inst.Phase == llmscalerv1.InstancePhase_INSTANCE_PHASE_STARTING && !inst.Stopping, ready && inst.recheck:
 			probes = append(probes, &probe{inst: inst, gen: inst.gen, health: true, url: base + inst.prof.HealthPath, at: now})
-		case ready || inst.phase == llmscalerv1.InstancePhase_INSTANCE_PHASE_DRAINING:
-			if ready && !inst.stopping && inst.hung == "" && now.Sub(inst.healthAt) >= s.cfg.HealthInterval {
+		case ready || inst.Phase == llmscalerv1.InstancePhase_INSTANCE_PHASE_DRAINING:
+			if ready && !inst.Stopping && inst.hung == "" && now.Sub(inst.healthAt) >= s.cfg.HealthInterval {
 				inst.healthAt = now
 				probes = append(probes, &probe{inst: inst, gen: inst.gen, health: true, url: base + inst.prof.HealthPath, at: now})
 			}
@@ -100,8 +102,9 @@ func (s *Supervisor) tick(ctx context.Context) {
 			}
 		}
 	}
-	_ = s.saveLocked()
+	snap := s.snapshotLocked()
 	s.mu.Unlock()
+	_ = s.save(snap)
 
 	if len(probes) > 0 {
 		pctx, cancel := context.WithTimeout(ctx, min(max(s.cfg.Interval, time.Second), 10*time.Second))
@@ -111,7 +114,7 @@ func (s *Supervisor) tick(ctx context.Context) {
 				if p.health {
 					p.err = s.checkHealth(pctx, p.url)
 				} else {
-					p.metrics, p.err = s.cfg.Metrics.Scrape(pctx, p.inst.id, p.dialect, p.url)
+					p.metrics, p.err = s.cfg.Metrics.Scrape(pctx, p.inst.InstanceID, p.dialect, p.url)
 					if p.err == nil && p.metrics == nil {
 						p.err = errors.New("scrape returned no metrics")
 					}
@@ -131,16 +134,16 @@ func (s *Supervisor) tick(ctx context.Context) {
 	// server that does not answer its health check while it works shows it in that scrape.
 	for _, health := range []bool{false, true} {
 		for _, p := range probes {
-			if p.health == health && s.instances[p.inst.id] == p.inst && p.inst.gen == p.gen && p.inst.running {
+			if p.health == health && s.instances[p.inst.InstanceID] == p.inst && p.inst.gen == p.gen && p.inst.Running {
 				s.applyLocked(p, now)
 			}
 		}
 	}
 	s.advanceLocked(now)
-	_ = s.saveLocked()
+	snap = s.snapshotLocked()
 	var logs []string
 	for id, inst := range s.instances {
-		if inst.running {
+		if inst.Running {
 			logs = append(logs, id)
 		}
 	}
@@ -153,6 +156,7 @@ func (s *Supervisor) tick(ctx context.Context) {
 		}
 	}
 	s.mu.Unlock()
+	_ = s.save(snap)
 	if known != nil {
 		s.sweepLogs(known, now)
 	}
@@ -218,34 +222,34 @@ func (s *Supervisor) applyLocked(p *probe, now time.Time) {
 
 	if inst.recheck {
 		inst.recheck = false
-		if inst.phase != llmscalerv1.InstancePhase_INSTANCE_PHASE_READY || p.err == nil {
+		if inst.Phase != llmscalerv1.InstancePhase_INSTANCE_PHASE_READY || p.err == nil {
 			return
 		}
 		// Not routable until it answers again, and stopped if it never does.
 		inst.log.Warn("adopted instance is not healthy; treating it as starting", "error", p.err)
-		inst.message = "not healthy after the agent restarted: " + p.err.Error()
+		inst.Message = "not healthy after the agent restarted: " + p.err.Error()
 		inst.startupDeadline = now.Add(inst.prof.StartupTimeout)
 		s.setPhaseLocked(inst, llmscalerv1.InstancePhase_INSTANCE_PHASE_STARTING)
 		return
 	}
-	if inst.phase == llmscalerv1.InstancePhase_INSTANCE_PHASE_READY && !inst.stopping && inst.hung == "" {
+	if inst.Phase == llmscalerv1.InstancePhase_INSTANCE_PHASE_READY && !inst.Stopping && inst.hung == "" {
 		s.livenessLocked(inst, p.err)
 		return
 	}
-	if inst.phase != llmscalerv1.InstancePhase_INSTANCE_PHASE_STARTING || inst.stopping {
+	if inst.Phase != llmscalerv1.InstancePhase_INSTANCE_PHASE_STARTING || inst.Stopping {
 		return
 	}
 	if p.err != nil {
 		inst.log.Trace("not healthy yet", "error", p.err)
 		return
 	}
-	if inst.readyAt.IsZero() {
-		inst.readyAt = now
-		inst.coldStart = now.Sub(inst.startedAt)
+	if inst.ReadyAt.IsZero() {
+		inst.ReadyAt = now
+		inst.ColdStart = now.Sub(inst.StartedAt)
 	}
-	inst.message = ""
+	inst.Message = ""
 	s.setPhaseLocked(inst, llmscalerv1.InstancePhase_INSTANCE_PHASE_READY)
-	inst.log.Info("instance ready", "cold_start", inst.coldStart)
+	inst.log.Info("instance ready", "cold_start", inst.ColdStart)
 }
 
 func (s *Supervisor) checkHealth(ctx context.Context, url string) error {
@@ -276,40 +280,40 @@ func (s *Supervisor) advanceLocked(now time.Time) {
 				s.reapLocked(inst, now)
 			default:
 			}
-		} else if inst.running && !processAlive(inst.pid, inst.startTime) {
-			if !inst.stopping {
+		} else if inst.Running && !processAlive(inst.PID, inst.StartTime) {
+			if !inst.Stopping {
 				killLeftovers(inst)
 			}
-			s.exitedLocked(inst, -1, fmt.Sprintf("process %d exited; its exit code is unknown because it was adopted from an earlier agent", inst.pid), now)
+			s.exitedLocked(inst, -1, fmt.Sprintf("process %d exited; its exit code is unknown because it was adopted from an earlier agent", inst.PID), now)
 		}
 
-		if !inst.running && !inst.stopping && !inst.restartAt.IsZero() && !now.Before(inst.restartAt) {
-			inst.restartAt = time.Time{}
+		if !inst.Running && !inst.Stopping && !inst.RestartAt.IsZero() && !now.Before(inst.RestartAt) {
+			inst.RestartAt = time.Time{}
 			if err := s.spawnLocked(inst, now); err != nil {
 				inst.log.Error("cannot restart instance", "error", err)
 				s.exitedLocked(inst, -1, "could not restart: "+err.Error(), now)
 			}
 		}
 
-		if inst.phase == llmscalerv1.InstancePhase_INSTANCE_PHASE_STARTING && inst.running && !inst.stopping &&
+		if inst.Phase == llmscalerv1.InstancePhase_INSTANCE_PHASE_STARTING && inst.Running && !inst.Stopping &&
 			now.After(inst.startupDeadline) {
 			msg := fmt.Sprintf("not healthy within startup_timeout %s", inst.prof.StartupTimeout)
 			inst.log.Warn("instance not healthy in time; stopping it", "startup_timeout", inst.prof.StartupTimeout)
-			inst.stopping = true
-			inst.skipDrain = true
-			inst.drainStart, inst.drainDeadline = now, now
-			inst.failOnExit = msg
-			inst.message = msg + "; stopping it"
+			inst.Stopping = true
+			inst.SkipDrain = true
+			inst.DrainStart, inst.DrainDeadline = now, now
+			inst.FailOnExit = msg
+			inst.Message = msg + "; stopping it"
 			s.setPhaseLocked(inst, llmscalerv1.InstancePhase_INSTANCE_PHASE_DRAINING)
 		}
 
-		if inst.stopping && live(inst.phase) {
+		if inst.Stopping && live(inst.Phase) {
 			s.stopStepLocked(inst, now)
 		}
 
-		if (inst.phase == llmscalerv1.InstancePhase_INSTANCE_PHASE_STOPPED && now.Sub(inst.endedAt) >= StoppedRetention) ||
-			(inst.phase == llmscalerv1.InstancePhase_INSTANCE_PHASE_FAILED && now.Sub(inst.endedAt) >= FailedRetention) {
-			inst.log.Debug("forgetting instance", "phase", inst.phase.String())
+		if (inst.Phase == llmscalerv1.InstancePhase_INSTANCE_PHASE_STOPPED && now.Sub(inst.EndedAt) >= StoppedRetention) ||
+			(inst.Phase == llmscalerv1.InstancePhase_INSTANCE_PHASE_FAILED && now.Sub(inst.EndedAt) >= FailedRetention) {
+			inst.log.Debug("forgetting instance", "phase", inst.Phase.String())
 			delete(s.instances, id)
 			s.dirty = true
 		}
@@ -324,7 +328,7 @@ func (s *Supervisor) reapLocked(inst *instance, now time.Time) {
 	if c.state != nil {
 		code, words = exitStatus(c.state)
 	}
-	if !inst.stopping {
+	if !inst.Stopping {
 		killLeftovers(inst)
 	}
 	s.exitedLocked(inst, code, words, now)
@@ -336,7 +340,7 @@ func killLeftovers(inst *instance) {
 	if !inst.watched {
 		return
 	}
-	if err := signalGroup(inst.pid, syscall.SIGKILL); err != nil {
+	if err := signalGroup(inst.PID, syscall.SIGKILL); err != nil {
 		inst.log.Warn("cannot kill what is left of the process group", "error", err)
 	}
 }
@@ -344,47 +348,47 @@ func killLeftovers(inst *instance) {
 // exitedLocked handles the end of an instance's process: part of a stop, or a crash that is
 // restarted or ends in FAILED.
 func (s *Supervisor) exitedLocked(inst *instance, code int32, why string, now time.Time) {
-	inst.running = false
-	inst.exitCode = code
+	inst.Running = false
+	inst.ExitCode = code
 	s.dirty = true
-	if inst.stopping {
-		inst.log.Info("process exited", "pid", inst.pid, "exit", why)
+	if inst.Stopping {
+		inst.log.Info("process exited", "pid", inst.PID, "exit", why)
 		return
 	}
 	inst.watched = false // killLeftovers has killed what was left of the group
 	if inst.hung != "" {
 		why = inst.hung + "; killed, " + why
 	}
-	inst.log.Warn("instance exited unexpectedly", "pid", inst.pid, "exit", why, "restarts", inst.restarts)
-	if inst.lostProfile || int(inst.restarts) >= inst.prof.MaxRestarts {
-		msg := fmt.Sprintf("%s after %d restarts", why, inst.restarts)
+	inst.log.Warn("instance exited unexpectedly", "pid", inst.PID, "exit", why, "restarts", inst.Restarts)
+	if inst.lostProfile || int(inst.Restarts) >= inst.prof.MaxRestarts {
+		msg := fmt.Sprintf("%s after %d restarts", why, inst.Restarts)
 		if inst.lostProfile {
-			msg = fmt.Sprintf("%s; profile %q is no longer in the catalog, so it was not restarted", why, inst.profile)
+			msg = fmt.Sprintf("%s; profile %q is no longer in the catalog, so it was not restarted", why, inst.Profile)
 		}
-		inst.message = withLogTail(msg, s.logPath(inst.id))
-		inst.endedAt = now
+		inst.Message = withLogTail(msg, s.logPath(inst.InstanceID))
+		inst.EndedAt = now
 		s.setPhaseLocked(inst, llmscalerv1.InstancePhase_INSTANCE_PHASE_FAILED)
-		inst.log.Error("instance failed", "exit_code", code, "restarts", inst.restarts)
+		inst.log.Error("instance failed", "exit_code", code, "restarts", inst.Restarts)
 		return
 	}
-	inst.restarts++
-	delay := s.cfg.RestartBackoff.Delay(int(inst.restarts) - 1)
-	inst.restartAt = now.Add(delay)
-	inst.message = fmt.Sprintf("%s; restart %d of %d in %s", why, inst.restarts, inst.prof.MaxRestarts, delay.Round(time.Millisecond))
+	inst.Restarts++
+	delay := s.cfg.RestartBackoff.Delay(int(inst.Restarts) - 1)
+	inst.RestartAt = now.Add(delay)
+	inst.Message = fmt.Sprintf("%s; restart %d of %d in %s", why, inst.Restarts, inst.prof.MaxRestarts, delay.Round(time.Millisecond))
 	s.setPhaseLocked(inst, llmscalerv1.InstancePhase_INSTANCE_PHASE_STARTING)
 	s.notify() // restarts changed even when the phase did not
-	inst.log.Info("restarting instance", "restarts", inst.restarts, "delay", delay)
+	inst.log.Info("restarting instance", "restarts", inst.Restarts, "delay", delay)
 }
 
 // stopStepLocked takes one step of a stop: drain, signal, kill, done.
 func (s *Supervisor) stopStepLocked(inst *instance, now time.Time) {
-	if !inst.running {
+	if !inst.Running {
 		// The leader is gone; wait for the rest of its group.
-		if inst.watched && groupAlive(inst.pid) {
-			if !inst.killed {
-				inst.log.Info("killing what is left of the process group", "pid", inst.pid)
-				_ = signalGroup(inst.pid, syscall.SIGKILL)
-				inst.killed = true
+		if inst.watched && groupAlive(inst.PID) {
+			if !inst.Killed {
+				inst.log.Info("killing what is left of the process group", "pid", inst.PID)
+				_ = signalGroup(inst.PID, syscall.SIGKILL)
+				inst.Killed = true
 				s.dirty = true
 			}
 			return
@@ -392,23 +396,23 @@ func (s *Supervisor) stopStepLocked(inst *instance, now time.Time) {
 		s.finishStopLocked(inst, now)
 		return
 	}
-	if inst.signalledAt.IsZero() {
+	if inst.SignalledAt.IsZero() {
 		if !s.drainedLocked(inst, now) {
 			return
 		}
-		if err := signalGroup(inst.pid, inst.prof.StopSignal); err != nil {
+		if err := signalGroup(inst.PID, inst.prof.StopSignal); err != nil {
 			inst.log.Error("cannot signal instance", "error", err)
 		}
-		inst.log.Info("sent stop signal", "signal", inst.prof.StopSignal.String(), "pid", inst.pid)
-		inst.signalledAt = now
+		inst.log.Info("sent stop signal", "signal", inst.prof.StopSignal.String(), "pid", inst.PID)
+		inst.SignalledAt = now
 		s.dirty = true
 	}
-	if !inst.killed && !now.Before(inst.signalledAt.Add(inst.prof.StopGrace)) {
+	if !inst.Killed && !now.Before(inst.SignalledAt.Add(inst.prof.StopGrace)) {
 		inst.log.Warn("instance did not stop within stop_grace; killing its process group", "stop_grace", inst.prof.StopGrace)
-		if err := signalGroup(inst.pid, syscall.SIGKILL); err != nil {
+		if err := signalGroup(inst.PID, syscall.SIGKILL); err != nil {
 			inst.log.Error("cannot kill instance", "error", err)
 		}
-		inst.killed = true
+		inst.Killed = true
 		s.dirty = true
 	}
 }
@@ -416,28 +420,28 @@ func (s *Supervisor) stopStepLocked(inst *instance, now time.Time) {
 // drainedLocked reports whether a stopping instance may be signalled: it was not to be
 // drained, its drain timed out, or a scrape started after the drain began saw it idle.
 func (s *Supervisor) drainedLocked(inst *instance, now time.Time) bool {
-	if inst.skipDrain || !now.Before(inst.drainDeadline) {
+	if inst.SkipDrain || !now.Before(inst.DrainDeadline) {
 		return true
 	}
 	m := inst.metrics
-	return m != nil && !inst.scrapeAt.Before(inst.drainStart) && m.GetRunning()+m.GetWaiting() == 0
+	return m != nil && !inst.scrapeAt.Before(inst.DrainStart) && m.GetRunning()+m.GetWaiting() == 0
 }
 
 // finishStopLocked ends a stop whose processes are all gone.
 func (s *Supervisor) finishStopLocked(inst *instance, now time.Time) {
-	inst.running = false
+	inst.Running = false
 	inst.watched = false
-	inst.restartAt = time.Time{}
-	inst.endedAt = now
+	inst.RestartAt = time.Time{}
+	inst.EndedAt = now
 	s.dirty = true
-	if inst.failOnExit != "" {
-		inst.message = withLogTail(inst.failOnExit, s.logPath(inst.id))
+	if inst.FailOnExit != "" {
+		inst.Message = withLogTail(inst.FailOnExit, s.logPath(inst.InstanceID))
 		s.setPhaseLocked(inst, llmscalerv1.InstancePhase_INSTANCE_PHASE_FAILED)
-		inst.log.Error("instance failed", "error", inst.failOnExit)
+		inst.log.Error("instance failed", "error", inst.FailOnExit)
 		return
 	}
-	if rest, ok := strings.CutPrefix(inst.message, "stopping"); ok {
-		inst.message = "stopped" + rest
+	if rest, ok := strings.CutPrefix(inst.Message, "stopping"); ok {
+		inst.Message = "stopped" + rest
 	}
 	s.setPhaseLocked(inst, llmscalerv1.InstancePhase_INSTANCE_PHASE_STOPPED)
 	inst.log.Info("instance stopped")
@@ -453,21 +457,21 @@ func withLogTail(msg, logPath string) string {
 // spawnLocked starts a process for inst on a fresh port.
 func (s *Supervisor) spawnLocked(inst *instance, now time.Time) error {
 	if inst.lostProfile || len(inst.prof.Command) == 0 {
-		return fmt.Errorf("profile %q is not in the catalog", inst.profile)
+		return fmt.Errorf("profile %q is not in the catalog", inst.Profile)
 	}
 	port, err := freePort(s.cfg.Host)
 	if err != nil {
 		return err
 	}
 	argv, env := inst.prof.Expand(catalog.Vars{
-		Port: port, Host: s.cfg.Host, GPUs: inst.gpus, InstanceID: inst.id, Deployment: inst.deployment,
+		Port: port, Host: s.cfg.Host, GPUs: inst.GPUs, InstanceID: inst.InstanceID, Deployment: inst.Deployment,
 	})
-	logf, err := os.OpenFile(s.logPath(inst.id), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	logf, err := os.OpenFile(s.logPath(inst.InstanceID), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("open log: %w", err)
 	}
 	defer logf.Close() // the child has its own copy
-	fmt.Fprintf(logf, "--- %s llmscaler: starting instance %s: %q\n", now.UTC().Format(time.RFC3339), inst.id, argv)
+	fmt.Fprintf(logf, "--- %s llmscaler: starting instance %s: %q\n", now.UTC().Format(time.RFC3339), inst.InstanceID, argv)
 
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(environ(), env...)
@@ -501,20 +505,20 @@ func (s *Supervisor) spawnLocked(inst *instance, now time.Time) error {
 	}()
 
 	inst.child = c
-	inst.pid = pid
-	inst.startTime = st.startTime
-	inst.running = true
+	inst.PID = pid
+	inst.StartTime = st.startTime
+	inst.Running = true
 	inst.watched = true
-	inst.port = port
+	inst.Port = port
 	inst.gen++
-	inst.startedAt = now
+	inst.StartedAt = now
 	inst.startupDeadline = now.Add(inst.prof.StartupTimeout)
-	inst.readyAt, inst.coldStart = time.Time{}, 0
-	inst.recheck, inst.killed, inst.signalledAt = false, false, time.Time{}
+	inst.ReadyAt, inst.ColdStart = time.Time{}, 0
+	inst.recheck, inst.Killed, inst.SignalledAt = false, false, time.Time{}
 	inst.healthAt, inst.unhealthy, inst.hung = time.Time{}, 0, ""
 	inst.busyChecks, inst.progress, inst.lastScrape = 0, progressWindow{}, nil
 	s.dirty = true
-	inst.log.Info("instance started", "pid", pid, "port", port, "profile", inst.profile, "gpus", inst.gpus)
+	inst.log.Info("instance started", "pid", pid, "port", port, "profile", inst.Profile, "gpus", inst.GPUs)
 	if s.onSpawn != nil {
 		s.onSpawn(pid)
 	}

@@ -54,7 +54,7 @@ func TestHostileInstanceIDRefused(t *testing.T) {
 // older agent) is refused at start, rather than adopted and logged to.
 func TestHostileInstanceIDInStateFile(t *testing.T) {
 	dir := t.TempDir()
-	if err := writeState(dir, []record{{InstanceID: "../../etc/x", Deployment: "llama", Profile: "cpu", Phase: "INSTANCE_PHASE_STOPPED"}}); err != nil {
+	if err := writeState(dir, []record{{InstanceID: "../../etc/x", Deployment: "llama", Profile: "cpu", Phase: llmscalerv1.InstancePhase_INSTANCE_PHASE_STOPPED}}); err != nil {
 		t.Fatal(err)
 	}
 	_, err := New(Config{DataDir: dir, Catalog: testCatalog(t), GPUs: []uint32{0}}, testLogger())

@@ -23,18 +23,21 @@ type stateFile struct {
 	Instances []record `json:"instances"`
 }
 
-// record is one instance as the state file keeps it: enough to find its process again and to
-// carry on where the last agent left off.
+// record is what the state file keeps of one instance: enough to find its process again and
+// to carry on where the last agent left off. An instance embeds its record, so these fields
+// are the instance's own and a save writes them as they are; what only this agent can use
+// (process handles, probes, liveness counts) stays in instance.
 type record struct {
 	InstanceID string   `json:"instance_id"`
 	Deployment string   `json:"deployment"`
 	Profile    string   `json:"profile"`
 	GPUs       []uint32 `json:"gpu_indices"`
-	Phase      string   `json:"phase"`
-	PID        int      `json:"pid,omitzero"`
+	// Phase is written by name, "INSTANCE_PHASE_READY"; see MarshalJSON.
+	Phase llmscalerv1.InstancePhase `json:"phase"`
+	PID   int                       `json:"pid,omitzero"` // of the current process, or the last one
 	// StartTime is field 22 of /proc/<pid>/stat when the process was started.
 	StartTime uint64        `json:"start_time,omitzero"`
-	Running   bool          `json:"running,omitzero"`
+	Running   bool          `json:"running,omitzero"` // the process (the group leader) is alive
 	Port      int           `json:"port,omitzero"`
 	StartedAt time.Time     `json:"started_at,omitzero"`
 	ReadyAt   time.Time     `json:"ready_at,omitzero"`
@@ -42,8 +45,8 @@ type record struct {
 	Restarts  uint32        `json:"restarts,omitzero"`
 	ExitCode  int32         `json:"exit_code,omitzero"`
 	Message   string        `json:"message,omitzero"`
-	RestartAt time.Time     `json:"restart_at,omitzero"`
-	EndedAt   time.Time     `json:"ended_at,omitzero"`
+	RestartAt time.Time     `json:"restart_at,omitzero"` // non-zero: no process, start one at this time
+	EndedAt   time.Time     `json:"ended_at,omitzero"`   // when it became STOPPED or FAILED
 
 	Stopping      bool      `json:"stopping,omitzero"`
 	DrainStart    time.Time `json:"drain_start,omitzero"`
@@ -51,15 +54,36 @@ type record struct {
 	SkipDrain     bool      `json:"skip_drain,omitzero"`
 	SignalledAt   time.Time `json:"signalled_at,omitzero"`
 	Killed        bool      `json:"killed,omitzero"`
-	FailOnExit    string    `json:"fail_on_exit,omitzero"`
+	FailOnExit    string    `json:"fail_on_exit,omitzero"` // non-empty: end FAILED with this message, not STOPPED
 }
 
-func (r *record) phase() (llmscalerv1.InstancePhase, error) {
-	v, ok := llmscalerv1.InstancePhase_value[r.Phase]
-	if !ok || v == 0 {
-		return 0, fmt.Errorf("instance %q: unknown phase %q", r.InstanceID, r.Phase)
+// recordFields is record without its JSON methods, for them to encode the other fields.
+type recordFields record
+
+// MarshalJSON writes r with its phase by name: a file that names its phases stays readable
+// when the enum is renumbered, and by whoever looks into it.
+func (r record) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		recordFields
+		Phase string `json:"phase"`
+	}{recordFields(r), r.Phase.String()})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes and refuses a phase this agent does not know.
+func (r *record) UnmarshalJSON(b []byte) error {
+	v := struct {
+		*recordFields
+		Phase string `json:"phase"`
+	}{recordFields: (*recordFields)(r)}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
 	}
-	return llmscalerv1.InstancePhase(v), nil
+	p, ok := llmscalerv1.InstancePhase_value[v.Phase]
+	if !ok || p == 0 {
+		return fmt.Errorf("instance %q: unknown phase %q", r.InstanceID, v.Phase)
+	}
+	r.Phase = llmscalerv1.InstancePhase(p)
+	return nil
 }
 
 // readState reads the state file in dir; a missing file is an empty state.

@@ -147,8 +147,17 @@ type Supervisor struct {
 
 	mu        sync.Mutex
 	instances map[string]*instance
-	dirty     bool      // the state file is behind
+	dirty     bool      // no snapshot holds the latest changes yet
+	snapGen   uint64    // the generation of the last snapshot taken
 	sweptAt   time.Time // the last sweep of the logs directory
+
+	// saveMu orders the writes of the state file, which are made outside mu so that the
+	// report path never waits for a disk; savedGen, guarded by saveMu, is the generation of
+	// the snapshot on disk. saveMu is taken before mu, never while holding it.
+	saveMu   sync.Mutex
+	savedGen uint64
+	// writeState writes the state file: the package's writeState, or a test's stand-in.
+	writeState func(dir string, recs []record) error
 
 	// onSpawn, when set, is told of every process started; tests use it to clean up.
 	onSpawn func(pid int)
@@ -156,19 +165,15 @@ type Supervisor struct {
 
 // instance is one instance; its fields are guarded by Supervisor.mu.
 type instance struct {
-	id, deployment, profile string
-	prof                    *catalog.Profile
+	// record is what the state file keeps; the rest lives and dies with this agent.
+	record
+
+	prof *catalog.Profile
 	// lostProfile is set when an adopted instance's profile has left the catalog: it is
 	// watched with default settings and never restarted.
 	lostProfile bool
-	gpus        []uint32
 	log         hclog.Logger
 
-	phase     llmscalerv1.InstancePhase
-	port      int
-	pid       int // of the current process, or the last one
-	startTime uint64
-	running   bool // the process (the group leader) is alive
 	// watched is set while the process group is known to be the server's: it was started
 	// or adopted alive. A group whose leader died while no agent watched is left alone, as
 	// its id may since have been reused by an unrelated process group.
@@ -176,14 +181,7 @@ type instance struct {
 	child   *child // nil for an adopted process
 	gen     uint64 // bumped on each process start, to drop stale probe results
 
-	startedAt       time.Time
 	startupDeadline time.Time
-	readyAt         time.Time
-	coldStart       time.Duration
-	exitCode        int32
-	message         string
-	restarts        uint32
-	restartAt       time.Time // non-zero: no process, start one at this time
 	recheck         bool      // an adopted READY instance: check its health once
 	healthAt        time.Time // when a READY instance's last health check was started
 	// unhealthy counts the health checks in a row, while READY, with neither an answer
@@ -193,21 +191,12 @@ type instance struct {
 	busyChecks int
 	progress   progressWindow // what the scrapes showed since the last health check
 	hung       string         // non-empty: killed as hung, for the message of its exit
-	endedAt    time.Time      // when it became STOPPED or FAILED
 
 	metrics  *llmscalerv1.QueueMetrics
 	scrapeAt time.Time // when the last successful scrape was started
 	// lastScrape is the last successful scrape of the current process, nil before its
 	// first; metrics may still hold one of an earlier process.
 	lastScrape *llmscalerv1.QueueMetrics
-
-	stopping      bool
-	drainStart    time.Time
-	drainDeadline time.Time
-	skipDrain     bool
-	signalledAt   time.Time
-	killed        bool
-	failOnExit    string // non-empty: end FAILED with this message, not STOPPED
 }
 
 // child is a process this supervisor started and so can wait for.
@@ -251,14 +240,15 @@ func New(cfg Config, log hclog.Logger) (*Supervisor, error) {
 		log = hclog.NewNullLogger()
 	}
 	s := &Supervisor{
-		cfg:       cfg,
-		log:       log.Named("supervisor"),
-		http:      cfg.HTTPClient,
-		logDir:    filepath.Join(cfg.DataDir, "logs"),
-		changed:   make(chan struct{}, 1),
-		kick:      make(chan struct{}, 1),
-		exited:    make(chan struct{}, 1),
-		instances: map[string]*instance{},
+		cfg:        cfg,
+		log:        log.Named("supervisor"),
+		http:       cfg.HTTPClient,
+		logDir:     filepath.Join(cfg.DataDir, "logs"),
+		changed:    make(chan struct{}, 1),
+		kick:       make(chan struct{}, 1),
+		exited:     make(chan struct{}, 1),
+		instances:  map[string]*instance{},
+		writeState: writeState,
 	}
 	if s.http == nil {
 		s.http = &http.Client{Transport: &http.Transport{
@@ -275,79 +265,76 @@ func New(cfg Config, log hclog.Logger) (*Supervisor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("supervisor: %w", err)
 	}
+	snap, err := s.adopt(recs)
+	if err != nil {
+		return nil, fmt.Errorf("supervisor: %w", err)
+	}
+	_ = s.save(snap)
+	return s, nil
+}
+
+// adopt takes over the recorded instances and returns the snapshot that records the outcome.
+func (s *Supervisor) adopt(recs []record) (*snapshot, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.cfg.Now()
-	for i := range recs {
-		if err := s.adoptLocked(&recs[i], now); err != nil {
-			return nil, fmt.Errorf("supervisor: %w", err)
+	for _, r := range recs {
+		if err := s.adoptLocked(r, now); err != nil {
+			return nil, err
 		}
 	}
 	if len(recs) > 0 {
 		s.dirty = true
-		_ = s.saveLocked()
 	}
-	return s, nil
+	return s.snapshotLocked(), nil
 }
 
 // adoptLocked takes over one recorded instance.
-func (s *Supervisor) adoptLocked(r *record, now time.Time) error {
-	phase, err := r.phase()
-	if err != nil {
-		return err
-	}
-	inst := &instance{
-		id: r.InstanceID, deployment: r.Deployment, profile: r.Profile,
-		gpus:  slices.Clone(r.GPUs),
-		phase: phase, port: r.Port, pid: r.PID, startTime: r.StartTime,
-		startedAt: r.StartedAt, readyAt: r.ReadyAt, coldStart: r.ColdStart,
-		restarts: r.Restarts, exitCode: r.ExitCode, message: r.Message,
-		restartAt: r.RestartAt, endedAt: r.EndedAt,
-		stopping: r.Stopping, drainStart: r.DrainStart, drainDeadline: r.DrainDeadline,
-		skipDrain: r.SkipDrain, signalledAt: r.SignalledAt, killed: r.Killed, failOnExit: r.FailOnExit,
-		log: s.log.With("instance_id", r.InstanceID, "deployment", r.Deployment),
-	}
-	if err := names.InstanceID(inst.id); err != nil {
+func (s *Supervisor) adoptLocked(r record, now time.Time) error {
+	inst := &instance{record: r, log: s.log.With("instance_id", r.InstanceID, "deployment", r.Deployment)}
+	// Running is what the last agent saw; this one finds out for itself below.
+	inst.Running = false
+	if err := names.InstanceID(inst.InstanceID); err != nil {
 		return fmt.Errorf("state file: %w: instance_id %v", ErrInvalidInstanceID, err)
 	}
-	prof, ok := s.cfg.Catalog.Profile(r.Profile)
+	prof, ok := s.cfg.Catalog.Profile(inst.Profile)
 	if !ok {
 		// The catalog changed under a live server: watch it with the defaults, never restart it.
 		inst.lostProfile = true
 		prof = &catalog.Profile{
-			Name: r.Profile, HealthPath: catalog.DefaultHealthPath, MetricsPath: catalog.DefaultMetricsPath,
-			GPUs: len(r.GPUs), StartupTimeout: catalog.DefaultStartupTimeout, DrainTimeout: catalog.DefaultDrainTimeout,
+			Name: inst.Profile, HealthPath: catalog.DefaultHealthPath, MetricsPath: catalog.DefaultMetricsPath,
+			GPUs: len(inst.GPUs), StartupTimeout: catalog.DefaultStartupTimeout, DrainTimeout: catalog.DefaultDrainTimeout,
 			StopSignal: catalog.DefaultStopSignal, StopGrace: catalog.DefaultStopGrace, MaxRestarts: 0,
 		}
 	}
 	inst.prof = prof
-	inst.startupDeadline = inst.startedAt.Add(prof.StartupTimeout)
-	s.instances[inst.id] = inst
+	inst.startupDeadline = inst.StartedAt.Add(prof.StartupTimeout)
+	s.instances[inst.InstanceID] = inst
 
-	if !live(phase) {
+	if !live(inst.Phase) {
 		return nil
 	}
 	if inst.lostProfile {
-		inst.log.Warn("profile is no longer in the catalog; the instance will not be restarted", "profile", r.Profile)
+		inst.log.Warn("profile is no longer in the catalog; the instance will not be restarted", "profile", inst.Profile)
 	}
 	switch {
-	case r.Running && processAlive(r.PID, r.StartTime):
-		inst.running = true
+	case r.Running && processAlive(inst.PID, inst.StartTime):
+		inst.Running = true
 		inst.watched = true
-		inst.recheck = phase == llmscalerv1.InstancePhase_INSTANCE_PHASE_READY
+		inst.recheck = inst.Phase == llmscalerv1.InstancePhase_INSTANCE_PHASE_READY
 		inst.gen++
-		inst.log.Info("adopted instance", "pid", r.PID, "phase", phase.String())
+		inst.log.Info("adopted instance", "pid", inst.PID, "phase", inst.Phase.String())
 	case r.Running:
-		inst.log.Warn("recorded process is gone", "pid", r.PID)
-		s.exitedLocked(inst, -1, fmt.Sprintf("process %d is gone; its exit code is unknown because it ran while the agent was down", r.PID), now)
-	case inst.stopping:
+		inst.log.Warn("recorded process is gone", "pid", inst.PID)
+		s.exitedLocked(inst, -1, fmt.Sprintf("process %d is gone; its exit code is unknown because it ran while the agent was down", inst.PID), now)
+	case inst.Stopping:
 		// The first step of the watch loop finishes the stop.
 	case inst.lostProfile:
-		inst.restartAt = time.Time{}
-		s.exitedLocked(inst, inst.exitCode, "it was waiting for a restart when the agent restarted", now)
-	case inst.restartAt.IsZero():
+		inst.RestartAt = time.Time{}
+		s.exitedLocked(inst, inst.ExitCode, "it was waiting for a restart when the agent restarted", now)
+	case inst.RestartAt.IsZero():
 		// Neither a process nor a restart due: it was between the two when the agent died.
-		inst.restartAt = now
+		inst.RestartAt = now
 	}
 	return nil
 }
@@ -376,13 +363,40 @@ func (s *Supervisor) Start(req *llmscalerv1.StartInstance) error {
 	}
 
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if inst, ok := s.instances[id]; ok {
-		if inst.deployment == dep && inst.profile == profName && slices.Equal(inst.gpus, gpus) {
-			return nil
+	inst, err := s.addLocked(id, dep, profName, gpus)
+	snap := s.snapshotLocked()
+	s.mu.Unlock()
+	serr := s.save(snap)
+	if err != nil || inst == nil {
+		return err
+	}
+	if serr != nil {
+		// An unrecorded server would be lost to the next agent: better not to run it.
+		s.mu.Lock()
+		if s.instances[id] == inst {
+			if inst.watched {
+				_ = signalGroup(inst.PID, syscall.SIGKILL)
+			}
+			delete(s.instances, id)
+			s.dirty = true
 		}
-		return fmt.Errorf("%w: instance %q already exists with deployment %q, profile %q, GPUs %v (asked for deployment %q, profile %q, GPUs %v)",
-			ErrInstanceConflict, id, inst.deployment, inst.profile, inst.gpus, dep, profName, gpus)
+		s.mu.Unlock()
+		s.notify()
+		return fmt.Errorf("start instance %q: %w", id, serr)
+	}
+	s.notify()
+	return nil
+}
+
+// addLocked checks a start and starts the instance's process; a start of an instance that
+// exists already, with the same deployment, profile and GPUs, returns nil, nil.
+func (s *Supervisor) addLocked(id, dep, profName string, gpus []uint32) (*instance, error) {
+	if inst, ok := s.instances[id]; ok {
+		if inst.Deployment == dep && inst.Profile == profName && slices.Equal(inst.GPUs, gpus) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("%w: instance %q already exists with deployment %q, profile %q, GPUs %v (asked for deployment %q, profile %q, GPUs %v)",
+			ErrInstanceConflict, id, inst.Deployment, inst.Profile, inst.GPUs, dep, profName, gpus)
 	}
 	prof, ok := s.cfg.Catalog.Profile(profName)
 	if !ok {
@@ -391,42 +405,37 @@ func (s *Supervisor) Start(req *llmscalerv1.StartInstance) error {
 		if len(known) > 0 {
 			list = strings.Join(known, ", ")
 		}
-		return fmt.Errorf("%w %q: this node's catalog has %s", ErrUnknownProfile, profName, list)
+		return nil, fmt.Errorf("%w %q: this node's catalog has %s", ErrUnknownProfile, profName, list)
 	}
 	if len(gpus) != prof.GPUs {
-		return fmt.Errorf("%w: profile %q takes %d GPUs per instance, got %d (%v)", ErrGPUCount, profName, prof.GPUs, len(gpus), gpus)
+		return nil, fmt.Errorf("%w: profile %q takes %d GPUs per instance, got %d (%v)", ErrGPUCount, profName, prof.GPUs, len(gpus), gpus)
 	}
 	used := s.usedGPUsLocked()
 	for i, g := range gpus {
 		switch {
 		case slices.Contains(gpus[:i], g):
-			return fmt.Errorf("%w: gpu_indices %v lists GPU %d twice", ErrGPUCount, gpus, g)
+			return nil, fmt.Errorf("%w: gpu_indices %v lists GPU %d twice", ErrGPUCount, gpus, g)
 		case !slices.Contains(s.cfg.GPUs, g):
-			return fmt.Errorf("%w: GPU %d is not on this node, which has GPUs %v", ErrGPUNotOnNode, g, s.cfg.GPUs)
+			return nil, fmt.Errorf("%w: GPU %d is not on this node, which has GPUs %v", ErrGPUNotOnNode, g, s.cfg.GPUs)
 		case used[g] != "":
-			return fmt.Errorf("%w: GPU %d is used by instance %q", ErrGPUInUse, g, used[g])
+			return nil, fmt.Errorf("%w: GPU %d is used by instance %q", ErrGPUInUse, g, used[g])
 		}
 	}
 
 	inst := &instance{
-		id: id, deployment: dep, profile: profName, prof: prof, gpus: slices.Clone(gpus),
-		phase: llmscalerv1.InstancePhase_INSTANCE_PHASE_STARTING,
-		log:   s.log.With("instance_id", id, "deployment", dep),
+		record: record{
+			InstanceID: id, Deployment: dep, Profile: profName, GPUs: slices.Clone(gpus),
+			Phase: llmscalerv1.InstancePhase_INSTANCE_PHASE_STARTING,
+		},
+		prof: prof,
+		log:  s.log.With("instance_id", id, "deployment", dep),
 	}
-	now := s.cfg.Now()
-	if err := s.spawnLocked(inst, now); err != nil {
-		return fmt.Errorf("start instance %q: %w", id, err)
+	if err := s.spawnLocked(inst, s.cfg.Now()); err != nil {
+		return nil, fmt.Errorf("start instance %q: %w", id, err)
 	}
 	s.instances[id] = inst
 	s.dirty = true
-	if err := s.saveLocked(); err != nil {
-		// An unrecorded server would be lost to the next agent: better not to run it.
-		_ = signalGroup(inst.pid, syscall.SIGKILL)
-		delete(s.instances, id)
-		return fmt.Errorf("start instance %q: %w", id, err)
-	}
-	s.notify()
-	return nil
+	return inst, nil
 }
 
 // Stop drains an instance and then stops it. Stopping an instance that is stopping or
@@ -437,47 +446,56 @@ func (s *Supervisor) Stop(req *llmscalerv1.StopInstance) error {
 		return fmt.Errorf("%w: instance_id %v", ErrInvalidInstanceID, err)
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	err := s.stopLocked(id, req)
+	snap := s.snapshotLocked()
+	s.mu.Unlock()
+	if serr := s.save(snap); err == nil {
+		err = serr
+	}
+	s.poke()
+	return err
+}
+
+// stopLocked starts the stop of an instance, or ends that of a FAILED one.
+func (s *Supervisor) stopLocked(id string, req *llmscalerv1.StopInstance) error {
 	inst, ok := s.instances[id]
 	if !ok {
 		return fmt.Errorf("%w: no instance %q on this node", ErrUnknownInstance, id)
 	}
 	now := s.cfg.Now()
 	reason := req.GetReason()
-	switch inst.phase {
+	switch inst.Phase {
 	case llmscalerv1.InstancePhase_INSTANCE_PHASE_STOPPED, llmscalerv1.InstancePhase_INSTANCE_PHASE_DRAINING:
 		return nil
 	case llmscalerv1.InstancePhase_INSTANCE_PHASE_FAILED:
-		inst.message = "stopped after it failed: " + inst.message
-		inst.endedAt = now
+		inst.Message = "stopped after it failed: " + inst.Message
+		inst.EndedAt = now
 		s.setPhaseLocked(inst, llmscalerv1.InstancePhase_INSTANCE_PHASE_STOPPED)
 		inst.log.Info("failed instance stopped")
-		return s.saveLocked()
+		return nil
 	}
 
 	timeout := inst.prof.DrainTimeout
 	if req.GetDrainTimeout() != nil {
 		timeout = max(req.GetDrainTimeout().AsDuration(), 0)
 	}
-	inst.stopping = true
-	inst.drainStart = now
-	inst.drainDeadline = now.Add(timeout)
-	inst.skipDrain = s.cfg.Metrics == nil || inst.phase == llmscalerv1.InstancePhase_INSTANCE_PHASE_STARTING
-	inst.restartAt = time.Time{}
-	inst.message = "stopping"
+	inst.Stopping = true
+	inst.DrainStart = now
+	inst.DrainDeadline = now.Add(timeout)
+	inst.SkipDrain = s.cfg.Metrics == nil || inst.Phase == llmscalerv1.InstancePhase_INSTANCE_PHASE_STARTING
+	inst.RestartAt = time.Time{}
+	inst.Message = "stopping"
 	if reason != "" {
-		inst.message += ": " + reason
+		inst.Message += ": " + reason
 	}
-	inst.log.Info("stopping instance", "reason", reason, "drain_timeout", timeout, "drain", !inst.skipDrain)
-	if inst.running {
+	inst.log.Info("stopping instance", "reason", reason, "drain_timeout", timeout, "drain", !inst.SkipDrain)
+	if inst.Running {
 		s.setPhaseLocked(inst, llmscalerv1.InstancePhase_INSTANCE_PHASE_DRAINING)
 	} else {
 		s.finishStopLocked(inst, now)
 	}
 	s.dirty = true
-	err := s.saveLocked()
-	s.poke()
-	return err
+	return nil
 }
 
 // Instances returns a copy of every instance's status, sorted by instance id.
@@ -493,28 +511,28 @@ func (s *Supervisor) Instances() []*llmscalerv1.InstanceStatus {
 
 func (inst *instance) status(host string) *llmscalerv1.InstanceStatus {
 	st := &llmscalerv1.InstanceStatus{
-		InstanceId: inst.id,
-		Deployment: inst.deployment,
-		Profile:    inst.profile,
-		Phase:      inst.phase,
-		GpuIndices: slices.Clone(inst.gpus),
-		Pid:        int64(inst.pid),
-		ExitCode:   inst.exitCode,
-		Message:    inst.message,
-		Restarts:   inst.restarts,
+		InstanceId: inst.InstanceID,
+		Deployment: inst.Deployment,
+		Profile:    inst.Profile,
+		Phase:      inst.Phase,
+		GpuIndices: slices.Clone(inst.GPUs),
+		Pid:        int64(inst.PID),
+		ExitCode:   inst.ExitCode,
+		Message:    inst.Message,
+		Restarts:   inst.Restarts,
 	}
-	if inst.port != 0 {
-		st.Endpoint = net.JoinHostPort(host, strconv.Itoa(inst.port))
+	if inst.Port != 0 {
+		st.Endpoint = net.JoinHostPort(host, strconv.Itoa(inst.Port))
 	}
 	if inst.prof != nil {
 		st.MaxInFlight = uint32(inst.prof.MaxInFlight)
 	}
-	if !inst.startedAt.IsZero() {
-		st.StartedAt = timestamppb.New(inst.startedAt)
+	if !inst.StartedAt.IsZero() {
+		st.StartedAt = timestamppb.New(inst.StartedAt)
 	}
-	if !inst.readyAt.IsZero() {
-		st.ReadyAt = timestamppb.New(inst.readyAt)
-		st.ColdStart = durationpb.New(inst.coldStart)
+	if !inst.ReadyAt.IsZero() {
+		st.ReadyAt = timestamppb.New(inst.ReadyAt)
+		st.ColdStart = durationpb.New(inst.ColdStart)
 	}
 	if inst.metrics != nil {
 		st.Metrics = proto.Clone(inst.metrics).(*llmscalerv1.QueueMetrics)
@@ -539,9 +557,9 @@ func (s *Supervisor) UsedGPUs() map[uint32]string {
 func (s *Supervisor) usedGPUsLocked() map[uint32]string {
 	used := map[uint32]string{}
 	for _, inst := range s.instances {
-		if live(inst.phase) {
-			for _, g := range inst.gpus {
-				used[g] = inst.id
+		if live(inst.Phase) {
+			for _, g := range inst.GPUs {
+				used[g] = inst.InstanceID
 			}
 		}
 	}
@@ -550,10 +568,10 @@ func (s *Supervisor) usedGPUsLocked() map[uint32]string {
 
 // setPhaseLocked moves inst to phase p and tells Changed.
 func (s *Supervisor) setPhaseLocked(inst *instance, p llmscalerv1.InstancePhase) {
-	if inst.phase == p {
+	if inst.Phase == p {
 		return
 	}
-	inst.phase = p
+	inst.Phase = p
 	s.dirty = true
 	s.notify()
 }
@@ -573,29 +591,49 @@ func (s *Supervisor) poke() {
 	}
 }
 
-// saveLocked writes the state file if anything changed since the last write.
-func (s *Supervisor) saveLocked() error {
+// snapshot is what the state file is to hold at one moment.
+type snapshot struct {
+	gen  uint64 // snapshots taken later have higher generations
+	recs []record
+}
+
+// snapshotLocked copies the records for save, or returns nil if the last snapshot holds
+// every change already.
+func (s *Supervisor) snapshotLocked() *snapshot {
 	if !s.dirty {
 		return nil
 	}
+	s.dirty = false
+	s.snapGen++
 	recs := make([]record, 0, len(s.instances))
 	for _, id := range slices.Sorted(maps.Keys(s.instances)) {
-		inst := s.instances[id]
-		recs = append(recs, record{
-			InstanceID: inst.id, Deployment: inst.deployment, Profile: inst.profile, GPUs: inst.gpus,
-			Phase: inst.phase.String(), PID: inst.pid, StartTime: inst.startTime, Running: inst.running, Port: inst.port,
-			StartedAt: inst.startedAt, ReadyAt: inst.readyAt, ColdStart: inst.coldStart,
-			Restarts: inst.restarts, ExitCode: inst.exitCode, Message: inst.message,
-			RestartAt: inst.restartAt, EndedAt: inst.endedAt,
-			Stopping: inst.stopping, DrainStart: inst.drainStart, DrainDeadline: inst.drainDeadline,
-			SkipDrain: inst.skipDrain, SignalledAt: inst.signalledAt, Killed: inst.killed, FailOnExit: inst.failOnExit,
-		})
+		r := s.instances[id].record
+		r.GPUs = slices.Clone(r.GPUs)
+		recs = append(recs, r)
 	}
-	if err := writeState(s.cfg.DataDir, recs); err != nil {
+	return &snapshot{gen: s.snapGen, recs: recs}
+}
+
+// save writes snap to the state file, unless a later snapshot is there already: that one
+// holds snap's changes, and an older write must never replace a newer one. It returns once
+// snap, or a later snapshot, is on disk. Call it without holding mu.
+func (s *Supervisor) save(snap *snapshot) error {
+	if snap == nil {
+		return nil
+	}
+	s.saveMu.Lock()
+	defer s.saveMu.Unlock()
+	if snap.gen <= s.savedGen {
+		return nil
+	}
+	if err := s.writeState(s.cfg.DataDir, snap.recs); err != nil {
 		s.log.Error("cannot save instance state", "error", err)
+		s.mu.Lock()
+		s.dirty = true // the next step tries again
+		s.mu.Unlock()
 		return fmt.Errorf("supervisor: %w", err)
 	}
-	s.dirty = false
+	s.savedGen = snap.gen
 	return nil
 }
 

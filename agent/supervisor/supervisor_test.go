@@ -297,19 +297,24 @@ func TestStartReady(t *testing.T) {
 		t.Errorf("GET /count = %q, want 1", got)
 	}
 
-	// The state file has what the next agent needs.
-	b, err := os.ReadFile(filepath.Join(h.dir, "instances.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sf stateFile
-	if err := json.Unmarshal(b, &sf); err != nil {
-		t.Fatal(err)
-	}
-	if len(sf.Instances) != 1 || sf.Instances[0].PID != int(st.GetPid()) || sf.Instances[0].StartTime == 0 ||
-		sf.Instances[0].Phase != "INSTANCE_PHASE_READY" || !strings.HasSuffix(st.GetEndpoint(), ":"+strconv.Itoa(sf.Instances[0].Port)) {
-		t.Errorf("state file:\n%s\nwant the READY instance with pid %d and its start time", b, st.GetPid())
-	}
+	// The state file has what the next agent needs, once the write that follows the change
+	// is done: it is made outside the lock that Instances takes.
+	var b []byte
+	waitForf(t, waitLong, func() string {
+		return fmt.Sprintf("the state file to hold the READY instance with pid %d and its start time; it has\n%s", st.GetPid(), b)
+	}, func() bool {
+		var err error
+		if b, err = os.ReadFile(filepath.Join(h.dir, "instances.json")); err != nil {
+			return false
+		}
+		var sf stateFile
+		if err := json.Unmarshal(b, &sf); err != nil {
+			return false
+		}
+		return len(sf.Instances) == 1 && sf.Instances[0].PID == int(st.GetPid()) && sf.Instances[0].StartTime != 0 &&
+			sf.Instances[0].Phase == ready && bytes.Contains(b, []byte(`"phase": "INSTANCE_PHASE_READY"`)) &&
+			strings.HasSuffix(st.GetEndpoint(), ":"+strconv.Itoa(sf.Instances[0].Port))
+	})
 }
 
 func TestPlaceholdersReachTheServer(t *testing.T) {
@@ -665,7 +670,7 @@ func TestNotAdoptedWhenStartTimeDiffers(t *testing.T) {
 
 	dir := t.TempDir()
 	rec := record{
-		InstanceID: "i-1", Deployment: "llama", Profile: "cpu", Phase: "INSTANCE_PHASE_READY",
+		InstanceID: "i-1", Deployment: "llama", Profile: "cpu", Phase: ready,
 		PID: other.Process.Pid, StartTime: ps.startTime + 1, Running: true, Port: 1, StartedAt: time.Now().Add(-time.Hour),
 	}
 	if err := writeState(dir, []record{rec}); err != nil {
@@ -757,7 +762,7 @@ func TestLostProfileIsNotRestarted(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	rec := record{
-		InstanceID: "i-1", Deployment: "llama", Profile: "removed", GPUs: []uint32{1}, Phase: "INSTANCE_PHASE_STARTING",
+		InstanceID: "i-1", Deployment: "llama", Profile: "removed", GPUs: []uint32{1}, Phase: starting,
 		PID: 1, Restarts: 1, ExitCode: 9, RestartAt: time.Now(), StartedAt: time.Now().Add(-time.Hour),
 	}
 	if err := writeState(dir, []record{rec}); err != nil {

@@ -23,18 +23,19 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// CommandResult is how a command ended on the agent.
+// CommandResult is how the agent took a desired state.
 type CommandResult int32
 
 const (
 	CommandResult_COMMAND_RESULT_UNSPECIFIED CommandResult = 0
-	// COMMAND_RESULT_ACCEPTED: the agent took the command and works on it.
+	// COMMAND_RESULT_ACCEPTED: the agent applied the state; rejected lists what it could not do.
 	CommandResult_COMMAND_RESULT_ACCEPTED CommandResult = 1
-	// COMMAND_RESULT_DUPLICATE: the agent already had this command_id; nothing was done again.
+	// COMMAND_RESULT_DUPLICATE: the agent had already applied this version; nothing was done again.
 	CommandResult_COMMAND_RESULT_DUPLICATE CommandResult = 2
-	// COMMAND_RESULT_STALE_EPOCH: the command's epoch is older than one the agent has seen.
+	// COMMAND_RESULT_STALE_EPOCH: the state's epoch is older than one the agent has accepted.
 	CommandResult_COMMAND_RESULT_STALE_EPOCH CommandResult = 3
-	// COMMAND_RESULT_REJECTED: the agent cannot do it; message says why.
+	// COMMAND_RESULT_REJECTED: the agent applied none of it (it cannot record the epoch);
+	// message says why.
 	CommandResult_COMMAND_RESULT_REJECTED CommandResult = 4
 )
 
@@ -91,7 +92,7 @@ type ConnectRequest struct {
 	//	*ConnectRequest_Hello
 	//	*ConnectRequest_Report
 	//	*ConnectRequest_Heartbeat
-	//	*ConnectRequest_Ack
+	//	*ConnectRequest_DesiredAck
 	Msg           isConnectRequest_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -161,10 +162,10 @@ func (x *ConnectRequest) GetHeartbeat() *Heartbeat {
 	return nil
 }
 
-func (x *ConnectRequest) GetAck() *CommandAck {
+func (x *ConnectRequest) GetDesiredAck() *DesiredStateAck {
 	if x != nil {
-		if x, ok := x.Msg.(*ConnectRequest_Ack); ok {
-			return x.Ack
+		if x, ok := x.Msg.(*ConnectRequest_DesiredAck); ok {
+			return x.DesiredAck
 		}
 	}
 	return nil
@@ -186,8 +187,8 @@ type ConnectRequest_Heartbeat struct {
 	Heartbeat *Heartbeat `protobuf:"bytes,3,opt,name=heartbeat,proto3,oneof"`
 }
 
-type ConnectRequest_Ack struct {
-	Ack *CommandAck `protobuf:"bytes,4,opt,name=ack,proto3,oneof"`
+type ConnectRequest_DesiredAck struct {
+	DesiredAck *DesiredStateAck `protobuf:"bytes,5,opt,name=desired_ack,json=desiredAck,proto3,oneof"`
 }
 
 func (*ConnectRequest_Hello) isConnectRequest_Msg() {}
@@ -196,7 +197,7 @@ func (*ConnectRequest_Report) isConnectRequest_Msg() {}
 
 func (*ConnectRequest_Heartbeat) isConnectRequest_Msg() {}
 
-func (*ConnectRequest_Ack) isConnectRequest_Msg() {}
+func (*ConnectRequest_DesiredAck) isConnectRequest_Msg() {}
 
 // ConnectResponse is one message from the controller.
 type ConnectResponse struct {
@@ -204,8 +205,8 @@ type ConnectResponse struct {
 	// Types that are valid to be assigned to Msg:
 	//
 	//	*ConnectResponse_Welcome
-	//	*ConnectResponse_Command
 	//	*ConnectResponse_Heartbeat
+	//	*ConnectResponse_Desired
 	Msg           isConnectResponse_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -257,19 +258,19 @@ func (x *ConnectResponse) GetWelcome() *Welcome {
 	return nil
 }
 
-func (x *ConnectResponse) GetCommand() *Command {
+func (x *ConnectResponse) GetHeartbeat() *Heartbeat {
 	if x != nil {
-		if x, ok := x.Msg.(*ConnectResponse_Command); ok {
-			return x.Command
+		if x, ok := x.Msg.(*ConnectResponse_Heartbeat); ok {
+			return x.Heartbeat
 		}
 	}
 	return nil
 }
 
-func (x *ConnectResponse) GetHeartbeat() *Heartbeat {
+func (x *ConnectResponse) GetDesired() *DesiredState {
 	if x != nil {
-		if x, ok := x.Msg.(*ConnectResponse_Heartbeat); ok {
-			return x.Heartbeat
+		if x, ok := x.Msg.(*ConnectResponse_Desired); ok {
+			return x.Desired
 		}
 	}
 	return nil
@@ -283,19 +284,19 @@ type ConnectResponse_Welcome struct {
 	Welcome *Welcome `protobuf:"bytes,1,opt,name=welcome,proto3,oneof"`
 }
 
-type ConnectResponse_Command struct {
-	Command *Command `protobuf:"bytes,2,opt,name=command,proto3,oneof"`
-}
-
 type ConnectResponse_Heartbeat struct {
 	Heartbeat *Heartbeat `protobuf:"bytes,3,opt,name=heartbeat,proto3,oneof"`
 }
 
+type ConnectResponse_Desired struct {
+	Desired *DesiredState `protobuf:"bytes,4,opt,name=desired,proto3,oneof"`
+}
+
 func (*ConnectResponse_Welcome) isConnectResponse_Msg() {}
 
-func (*ConnectResponse_Command) isConnectResponse_Msg() {}
-
 func (*ConnectResponse_Heartbeat) isConnectResponse_Msg() {}
+
+func (*ConnectResponse_Desired) isConnectResponse_Msg() {}
 
 // Hello opens a stream: who the agent is and what its host offers.
 type Hello struct {
@@ -615,35 +616,41 @@ func (x *Welcome) GetHeartbeatInterval() *durationpb.Duration {
 	return nil
 }
 
-// Command asks an agent to change what it runs. Commands are idempotent by command_id.
-type Command struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	CommandId string                 `protobuf:"bytes,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
-	// epoch is the sending leader's epoch; an agent rejects commands older than the newest it has seen.
-	Epoch int64 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	// Types that are valid to be assigned to Action:
-	//
-	//	*Command_StartInstance
-	//	*Command_StopInstance
-	Action        isCommand_Action `protobuf_oneof:"action"`
+// DesiredState is everything the leader wants of one node: the whole set, never a change.
+// Each one supersedes those before it, so a lost, late or repeated one costs nothing: the
+// leader sends the latest on every change and on every new stream, and the agent makes its
+// instances match. An instance the agent runs that is in neither list is left running and
+// reported: a leader lists every instance a node reports, so only a leader that has not
+// seen it yet omits it, and that one must not stop it by omission.
+type DesiredState struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// epoch is the sending leader's epoch; an agent refuses a state older than the newest
+	// epoch it has accepted.
+	Epoch int64 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// version increases with every change within one epoch.
+	Version uint64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	// instances should run on the node: the agent starts those it does not run.
+	Instances []*StartInstance `protobuf:"bytes,3,rep,name=instances,proto3" json:"instances,omitempty"`
+	// drain should stop: the agent drains and stops those it runs.
+	Drain         []*StopInstance `protobuf:"bytes,4,rep,name=drain,proto3" json:"drain,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *Command) Reset() {
-	*x = Command{}
+func (x *DesiredState) Reset() {
+	*x = DesiredState{}
 	mi := &file_llmscaler_v1_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *Command) String() string {
+func (x *DesiredState) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*Command) ProtoMessage() {}
+func (*DesiredState) ProtoMessage() {}
 
-func (x *Command) ProtoReflect() protoreflect.Message {
+func (x *DesiredState) ProtoReflect() protoreflect.Message {
 	mi := &file_llmscaler_v1_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -655,65 +662,38 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use Command.ProtoReflect.Descriptor instead.
-func (*Command) Descriptor() ([]byte, []int) {
+// Deprecated: Use DesiredState.ProtoReflect.Descriptor instead.
+func (*DesiredState) Descriptor() ([]byte, []int) {
 	return file_llmscaler_v1_agent_proto_rawDescGZIP(), []int{6}
 }
 
-func (x *Command) GetCommandId() string {
-	if x != nil {
-		return x.CommandId
-	}
-	return ""
-}
-
-func (x *Command) GetEpoch() int64 {
+func (x *DesiredState) GetEpoch() int64 {
 	if x != nil {
 		return x.Epoch
 	}
 	return 0
 }
 
-func (x *Command) GetAction() isCommand_Action {
+func (x *DesiredState) GetVersion() uint64 {
 	if x != nil {
-		return x.Action
+		return x.Version
+	}
+	return 0
+}
+
+func (x *DesiredState) GetInstances() []*StartInstance {
+	if x != nil {
+		return x.Instances
 	}
 	return nil
 }
 
-func (x *Command) GetStartInstance() *StartInstance {
+func (x *DesiredState) GetDrain() []*StopInstance {
 	if x != nil {
-		if x, ok := x.Action.(*Command_StartInstance); ok {
-			return x.StartInstance
-		}
+		return x.Drain
 	}
 	return nil
 }
-
-func (x *Command) GetStopInstance() *StopInstance {
-	if x != nil {
-		if x, ok := x.Action.(*Command_StopInstance); ok {
-			return x.StopInstance
-		}
-	}
-	return nil
-}
-
-type isCommand_Action interface {
-	isCommand_Action()
-}
-
-type Command_StartInstance struct {
-	StartInstance *StartInstance `protobuf:"bytes,3,opt,name=start_instance,json=startInstance,proto3,oneof"`
-}
-
-type Command_StopInstance struct {
-	StopInstance *StopInstance `protobuf:"bytes,4,opt,name=stop_instance,json=stopInstance,proto3,oneof"`
-}
-
-func (*Command_StartInstance) isCommand_Action() {}
-
-func (*Command_StopInstance) isCommand_Action() {}
 
 // StartInstance starts a model server from the agent's own catalog profile.
 type StartInstance struct {
@@ -848,31 +828,34 @@ func (x *StopInstance) GetReason() string {
 	return ""
 }
 
-// CommandAck answers one command.
-type CommandAck struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	CommandId     string                 `protobuf:"bytes,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
-	Epoch         int64                  `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	Result        CommandResult          `protobuf:"varint,3,opt,name=result,proto3,enum=llmscaler.v1.CommandResult" json:"result,omitempty"`
-	Message       string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+// DesiredStateAck answers one desired state.
+type DesiredStateAck struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Epoch   int64                  `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Version uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	Result  CommandResult          `protobuf:"varint,3,opt,name=result,proto3,enum=llmscaler.v1.CommandResult" json:"result,omitempty"`
+	Message string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	// rejected are the instances of this version the agent cannot start or stop, each with
+	// the reason; the rest were applied.
+	Rejected      []*InstanceRejection `protobuf:"bytes,5,rep,name=rejected,proto3" json:"rejected,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *CommandAck) Reset() {
-	*x = CommandAck{}
+func (x *DesiredStateAck) Reset() {
+	*x = DesiredStateAck{}
 	mi := &file_llmscaler_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *CommandAck) String() string {
+func (x *DesiredStateAck) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*CommandAck) ProtoMessage() {}
+func (*DesiredStateAck) ProtoMessage() {}
 
-func (x *CommandAck) ProtoReflect() protoreflect.Message {
+func (x *DesiredStateAck) ProtoReflect() protoreflect.Message {
 	mi := &file_llmscaler_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -884,33 +867,93 @@ func (x *CommandAck) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use CommandAck.ProtoReflect.Descriptor instead.
-func (*CommandAck) Descriptor() ([]byte, []int) {
+// Deprecated: Use DesiredStateAck.ProtoReflect.Descriptor instead.
+func (*DesiredStateAck) Descriptor() ([]byte, []int) {
 	return file_llmscaler_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
-func (x *CommandAck) GetCommandId() string {
-	if x != nil {
-		return x.CommandId
-	}
-	return ""
-}
-
-func (x *CommandAck) GetEpoch() int64 {
+func (x *DesiredStateAck) GetEpoch() int64 {
 	if x != nil {
 		return x.Epoch
 	}
 	return 0
 }
 
-func (x *CommandAck) GetResult() CommandResult {
+func (x *DesiredStateAck) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *DesiredStateAck) GetResult() CommandResult {
 	if x != nil {
 		return x.Result
 	}
 	return CommandResult_COMMAND_RESULT_UNSPECIFIED
 }
 
-func (x *CommandAck) GetMessage() string {
+func (x *DesiredStateAck) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *DesiredStateAck) GetRejected() []*InstanceRejection {
+	if x != nil {
+		return x.Rejected
+	}
+	return nil
+}
+
+// InstanceRejection is one instance of a desired state that the agent refused.
+type InstanceRejection struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	InstanceId    string                 `protobuf:"bytes,1,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InstanceRejection) Reset() {
+	*x = InstanceRejection{}
+	mi := &file_llmscaler_v1_agent_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstanceRejection) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstanceRejection) ProtoMessage() {}
+
+func (x *InstanceRejection) ProtoReflect() protoreflect.Message {
+	mi := &file_llmscaler_v1_agent_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstanceRejection.ProtoReflect.Descriptor instead.
+func (*InstanceRejection) Descriptor() ([]byte, []int) {
+	return file_llmscaler_v1_agent_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *InstanceRejection) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
+	}
+	return ""
+}
+
+func (x *InstanceRejection) GetMessage() string {
 	if x != nil {
 		return x.Message
 	}
@@ -921,18 +964,19 @@ var File_llmscaler_v1_agent_proto protoreflect.FileDescriptor
 
 const file_llmscaler_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x18llmscaler/v1/agent.proto\x12\fllmscaler.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18llmscaler/v1/fleet.proto\"\xdb\x01\n" +
+	"\x18llmscaler/v1/agent.proto\x12\fllmscaler.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18llmscaler/v1/fleet.proto\"\xfa\x01\n" +
 	"\x0eConnectRequest\x12+\n" +
 	"\x05hello\x18\x01 \x01(\v2\x13.llmscaler.v1.HelloH\x00R\x05hello\x12.\n" +
 	"\x06report\x18\x02 \x01(\v2\x14.llmscaler.v1.ReportH\x00R\x06report\x127\n" +
-	"\theartbeat\x18\x03 \x01(\v2\x17.llmscaler.v1.HeartbeatH\x00R\theartbeat\x12,\n" +
-	"\x03ack\x18\x04 \x01(\v2\x18.llmscaler.v1.CommandAckH\x00R\x03ackB\x05\n" +
-	"\x03msg\"\xb7\x01\n" +
+	"\theartbeat\x18\x03 \x01(\v2\x17.llmscaler.v1.HeartbeatH\x00R\theartbeat\x12@\n" +
+	"\vdesired_ack\x18\x05 \x01(\v2\x1d.llmscaler.v1.DesiredStateAckH\x00R\n" +
+	"desiredAckB\x05\n" +
+	"\x03msgJ\x04\b\x04\x10\x05R\x03ack\"\xcb\x01\n" +
 	"\x0fConnectResponse\x121\n" +
-	"\awelcome\x18\x01 \x01(\v2\x15.llmscaler.v1.WelcomeH\x00R\awelcome\x121\n" +
-	"\acommand\x18\x02 \x01(\v2\x15.llmscaler.v1.CommandH\x00R\acommand\x127\n" +
-	"\theartbeat\x18\x03 \x01(\v2\x17.llmscaler.v1.HeartbeatH\x00R\theartbeatB\x05\n" +
-	"\x03msg\"\x8f\x03\n" +
+	"\awelcome\x18\x01 \x01(\v2\x15.llmscaler.v1.WelcomeH\x00R\awelcome\x127\n" +
+	"\theartbeat\x18\x03 \x01(\v2\x17.llmscaler.v1.HeartbeatH\x00R\theartbeat\x126\n" +
+	"\adesired\x18\x04 \x01(\v2\x1a.llmscaler.v1.DesiredStateH\x00R\adesiredB\x05\n" +
+	"\x03msgJ\x04\b\x02\x10\x03R\acommand\"\x8f\x03\n" +
 	"\x05Hello\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x127\n" +
 	"\x06labels\x18\x02 \x03(\v2\x1f.llmscaler.v1.Hello.LabelsEntryR\x06labels\x12#\n" +
@@ -961,14 +1005,12 @@ const file_llmscaler_v1_agent_proto_rawDesc = "" +
 	"\rcontroller_id\x18\x01 \x01(\tR\fcontrollerId\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x03R\x05epoch\x12B\n" +
 	"\x0freport_interval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x0ereportInterval\x12H\n" +
-	"\x12heartbeat_interval\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\"\xd1\x01\n" +
-	"\aCommand\x12\x1d\n" +
-	"\n" +
-	"command_id\x18\x01 \x01(\tR\tcommandId\x12\x14\n" +
-	"\x05epoch\x18\x02 \x01(\x03R\x05epoch\x12D\n" +
-	"\x0estart_instance\x18\x03 \x01(\v2\x1b.llmscaler.v1.StartInstanceH\x00R\rstartInstance\x12A\n" +
-	"\rstop_instance\x18\x04 \x01(\v2\x1a.llmscaler.v1.StopInstanceH\x00R\fstopInstanceB\b\n" +
-	"\x06action\"\x8b\x01\n" +
+	"\x12heartbeat_interval\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\"\xab\x01\n" +
+	"\fDesiredState\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x03R\x05epoch\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\x129\n" +
+	"\tinstances\x18\x03 \x03(\v2\x1b.llmscaler.v1.StartInstanceR\tinstances\x120\n" +
+	"\x05drain\x18\x04 \x03(\v2\x1a.llmscaler.v1.StopInstanceR\x05drain\"\x8b\x01\n" +
 	"\rStartInstance\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
 	"instanceId\x12\x1e\n" +
@@ -982,14 +1024,17 @@ const file_llmscaler_v1_agent_proto_rawDesc = "" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
 	"instanceId\x12>\n" +
 	"\rdrain_timeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\fdrainTimeout\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x90\x01\n" +
-	"\n" +
-	"CommandAck\x12\x1d\n" +
-	"\n" +
-	"command_id\x18\x01 \x01(\tR\tcommandId\x12\x14\n" +
-	"\x05epoch\x18\x02 \x01(\x03R\x05epoch\x123\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xcd\x01\n" +
+	"\x0fDesiredStateAck\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x03R\x05epoch\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\x123\n" +
 	"\x06result\x18\x03 \x01(\x0e2\x1b.llmscaler.v1.CommandResultR\x06result\x12\x18\n" +
-	"\amessage\x18\x04 \x01(\tR\amessage*\xa7\x01\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\x12;\n" +
+	"\brejected\x18\x05 \x03(\v2\x1f.llmscaler.v1.InstanceRejectionR\brejected\"N\n" +
+	"\x11InstanceRejection\x12\x1f\n" +
+	"\vinstance_id\x18\x01 \x01(\tR\n" +
+	"instanceId\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage*\xa7\x01\n" +
 	"\rCommandResult\x12\x1e\n" +
 	"\x1aCOMMAND_RESULT_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17COMMAND_RESULT_ACCEPTED\x10\x01\x12\x1c\n" +
@@ -1012,7 +1057,7 @@ func file_llmscaler_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_llmscaler_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_llmscaler_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_llmscaler_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_llmscaler_v1_agent_proto_goTypes = []any{
 	(CommandResult)(0),            // 0: llmscaler.v1.CommandResult
 	(*ConnectRequest)(nil),        // 1: llmscaler.v1.ConnectRequest
@@ -1021,45 +1066,47 @@ var file_llmscaler_v1_agent_proto_goTypes = []any{
 	(*Report)(nil),                // 4: llmscaler.v1.Report
 	(*Heartbeat)(nil),             // 5: llmscaler.v1.Heartbeat
 	(*Welcome)(nil),               // 6: llmscaler.v1.Welcome
-	(*Command)(nil),               // 7: llmscaler.v1.Command
+	(*DesiredState)(nil),          // 7: llmscaler.v1.DesiredState
 	(*StartInstance)(nil),         // 8: llmscaler.v1.StartInstance
 	(*StopInstance)(nil),          // 9: llmscaler.v1.StopInstance
-	(*CommandAck)(nil),            // 10: llmscaler.v1.CommandAck
-	nil,                           // 11: llmscaler.v1.Hello.LabelsEntry
-	(*Gpu)(nil),                   // 12: llmscaler.v1.Gpu
-	(*InstanceStatus)(nil),        // 13: llmscaler.v1.InstanceStatus
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
-	(*GpuSample)(nil),             // 15: llmscaler.v1.GpuSample
-	(*durationpb.Duration)(nil),   // 16: google.protobuf.Duration
+	(*DesiredStateAck)(nil),       // 10: llmscaler.v1.DesiredStateAck
+	(*InstanceRejection)(nil),     // 11: llmscaler.v1.InstanceRejection
+	nil,                           // 12: llmscaler.v1.Hello.LabelsEntry
+	(*Gpu)(nil),                   // 13: llmscaler.v1.Gpu
+	(*InstanceStatus)(nil),        // 14: llmscaler.v1.InstanceStatus
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	(*GpuSample)(nil),             // 16: llmscaler.v1.GpuSample
+	(*durationpb.Duration)(nil),   // 17: google.protobuf.Duration
 }
 var file_llmscaler_v1_agent_proto_depIdxs = []int32{
 	3,  // 0: llmscaler.v1.ConnectRequest.hello:type_name -> llmscaler.v1.Hello
 	4,  // 1: llmscaler.v1.ConnectRequest.report:type_name -> llmscaler.v1.Report
 	5,  // 2: llmscaler.v1.ConnectRequest.heartbeat:type_name -> llmscaler.v1.Heartbeat
-	10, // 3: llmscaler.v1.ConnectRequest.ack:type_name -> llmscaler.v1.CommandAck
+	10, // 3: llmscaler.v1.ConnectRequest.desired_ack:type_name -> llmscaler.v1.DesiredStateAck
 	6,  // 4: llmscaler.v1.ConnectResponse.welcome:type_name -> llmscaler.v1.Welcome
-	7,  // 5: llmscaler.v1.ConnectResponse.command:type_name -> llmscaler.v1.Command
-	5,  // 6: llmscaler.v1.ConnectResponse.heartbeat:type_name -> llmscaler.v1.Heartbeat
-	11, // 7: llmscaler.v1.Hello.labels:type_name -> llmscaler.v1.Hello.LabelsEntry
-	12, // 8: llmscaler.v1.Hello.gpus:type_name -> llmscaler.v1.Gpu
-	13, // 9: llmscaler.v1.Hello.instances:type_name -> llmscaler.v1.InstanceStatus
-	14, // 10: llmscaler.v1.Report.time:type_name -> google.protobuf.Timestamp
-	15, // 11: llmscaler.v1.Report.gpus:type_name -> llmscaler.v1.GpuSample
-	13, // 12: llmscaler.v1.Report.instances:type_name -> llmscaler.v1.InstanceStatus
-	14, // 13: llmscaler.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
-	16, // 14: llmscaler.v1.Welcome.report_interval:type_name -> google.protobuf.Duration
-	16, // 15: llmscaler.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	8,  // 16: llmscaler.v1.Command.start_instance:type_name -> llmscaler.v1.StartInstance
-	9,  // 17: llmscaler.v1.Command.stop_instance:type_name -> llmscaler.v1.StopInstance
-	16, // 18: llmscaler.v1.StopInstance.drain_timeout:type_name -> google.protobuf.Duration
-	0,  // 19: llmscaler.v1.CommandAck.result:type_name -> llmscaler.v1.CommandResult
-	1,  // 20: llmscaler.v1.AgentService.Connect:input_type -> llmscaler.v1.ConnectRequest
-	2,  // 21: llmscaler.v1.AgentService.Connect:output_type -> llmscaler.v1.ConnectResponse
-	21, // [21:22] is the sub-list for method output_type
-	20, // [20:21] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	5,  // 5: llmscaler.v1.ConnectResponse.heartbeat:type_name -> llmscaler.v1.Heartbeat
+	7,  // 6: llmscaler.v1.ConnectResponse.desired:type_name -> llmscaler.v1.DesiredState
+	12, // 7: llmscaler.v1.Hello.labels:type_name -> llmscaler.v1.Hello.LabelsEntry
+	13, // 8: llmscaler.v1.Hello.gpus:type_name -> llmscaler.v1.Gpu
+	14, // 9: llmscaler.v1.Hello.instances:type_name -> llmscaler.v1.InstanceStatus
+	15, // 10: llmscaler.v1.Report.time:type_name -> google.protobuf.Timestamp
+	16, // 11: llmscaler.v1.Report.gpus:type_name -> llmscaler.v1.GpuSample
+	14, // 12: llmscaler.v1.Report.instances:type_name -> llmscaler.v1.InstanceStatus
+	15, // 13: llmscaler.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
+	17, // 14: llmscaler.v1.Welcome.report_interval:type_name -> google.protobuf.Duration
+	17, // 15: llmscaler.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	8,  // 16: llmscaler.v1.DesiredState.instances:type_name -> llmscaler.v1.StartInstance
+	9,  // 17: llmscaler.v1.DesiredState.drain:type_name -> llmscaler.v1.StopInstance
+	17, // 18: llmscaler.v1.StopInstance.drain_timeout:type_name -> google.protobuf.Duration
+	0,  // 19: llmscaler.v1.DesiredStateAck.result:type_name -> llmscaler.v1.CommandResult
+	11, // 20: llmscaler.v1.DesiredStateAck.rejected:type_name -> llmscaler.v1.InstanceRejection
+	1,  // 21: llmscaler.v1.AgentService.Connect:input_type -> llmscaler.v1.ConnectRequest
+	2,  // 22: llmscaler.v1.AgentService.Connect:output_type -> llmscaler.v1.ConnectResponse
+	22, // [22:23] is the sub-list for method output_type
+	21, // [21:22] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_llmscaler_v1_agent_proto_init() }
@@ -1072,16 +1119,12 @@ func file_llmscaler_v1_agent_proto_init() {
 		(*ConnectRequest_Hello)(nil),
 		(*ConnectRequest_Report)(nil),
 		(*ConnectRequest_Heartbeat)(nil),
-		(*ConnectRequest_Ack)(nil),
+		(*ConnectRequest_DesiredAck)(nil),
 	}
 	file_llmscaler_v1_agent_proto_msgTypes[1].OneofWrappers = []any{
 		(*ConnectResponse_Welcome)(nil),
-		(*ConnectResponse_Command)(nil),
 		(*ConnectResponse_Heartbeat)(nil),
-	}
-	file_llmscaler_v1_agent_proto_msgTypes[6].OneofWrappers = []any{
-		(*Command_StartInstance)(nil),
-		(*Command_StopInstance)(nil),
+		(*ConnectResponse_Desired)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1089,7 +1132,7 @@ func file_llmscaler_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llmscaler_v1_agent_proto_rawDesc), len(file_llmscaler_v1_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
