@@ -333,13 +333,10 @@ func (s adminService) GetClusterStatus(ctx context.Context, _ *llmscalerv1.GetCl
 	if err != nil {
 		return nil, storeError(err)
 	}
-	var etcdLeader uint64
-	if st, err := c.store.cli.Status(mctx, c.store.cli.Endpoints()[0]); err == nil {
-		etcdLeader = st.Leader
-	}
+	etcdLeader, reachable := c.store.memberStatus(ctx, time.Second)
 	for _, m := range members.Members {
 		resp.EtcdMembers = append(resp.EtcdMembers, &llmscalerv1.EtcdMember{
-			Name: m.Name, Id: fmt.Sprintf("%x", m.ID), ClientUrls: m.ClientURLs, IsLeader: m.ID == etcdLeader,
+			Name: m.Name, Id: fmt.Sprintf("%x", m.ID), ClientUrls: m.ClientURLs, IsLeader: m.ID == etcdLeader, Reachable: reachable[m.ID],
 		})
 	}
 	cnt, err := c.store.cli.Get(mctx, c.store.deploymentsPrefix(), clientv3.WithPrefix(), clientv3.WithCountOnly())

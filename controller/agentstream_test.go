@@ -142,7 +142,8 @@ func TestAgentStreamLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cs.GetNodesConnected() != 1 || cs.GetGpus() != 8 || cs.GetInstances() != 1 || cs.GetLeader().GetId() != r.ID() || cs.GetEpoch() != w.GetEpoch() || len(cs.GetEtcdMembers()) != 1 {
+	if cs.GetNodesConnected() != 1 || cs.GetGpus() != 8 || cs.GetInstances() != 1 || cs.GetLeader().GetId() != r.ID() || cs.GetEpoch() != w.GetEpoch() || len(cs.GetEtcdMembers()) != 1 ||
+		!cs.GetEtcdMembers()[0].GetIsLeader() || !cs.GetEtcdMembers()[0].GetReachable() {
 		t.Fatalf("cluster status %v", cs)
 	}
 

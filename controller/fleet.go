@@ -161,10 +161,18 @@ func (f *fleet) report(nodeID string, r *llmscalerv1.Report) {
 	for _, in := range r.GetInstances() {
 		seen[in.GetInstanceId()] = true
 		old := e.instances[in.GetInstanceId()]
-		if old == nil || old.GetPhase() != in.GetPhase() {
+		if old == nil || old.GetPhase() != in.GetPhase() || old.GetRestarts() != in.GetRestarts() {
+			// The agent's message says why (an exit, a hang, a failed start): it goes with
+			// the event, since the instance's own message is cleared once it is READY again.
+			msg := fmt.Sprintf("instance %s of %s on %s is %s", in.GetInstanceId(), in.GetDeployment(), nodeID, phaseName(in.GetPhase()))
+			if old != nil && old.GetRestarts() != in.GetRestarts() {
+				msg += fmt.Sprintf(" (restart %d)", in.GetRestarts())
+			}
+			if m := in.GetMessage(); m != "" {
+				msg += ": " + m
+			}
 			f.publish(&llmscalerv1.Event{Time: now, Type: llmscalerv1.EventType_EVENT_TYPE_INSTANCE_PHASE, NodeId: nodeID,
-				Deployment: in.GetDeployment(), InstanceId: in.GetInstanceId(), Phase: in.GetPhase(),
-				Message: fmt.Sprintf("instance %s of %s on %s is %s", in.GetInstanceId(), in.GetDeployment(), nodeID, phaseName(in.GetPhase()))})
+				Deployment: in.GetDeployment(), InstanceId: in.GetInstanceId(), Phase: in.GetPhase(), Message: msg})
 		}
 		e.instances[in.GetInstanceId()] = in
 	}

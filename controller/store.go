@@ -316,3 +316,33 @@ func describeDeploymentChange(name string, val []byte, prev *mvccpb.KeyValue) st
 	}
 	return base + " (spec changed)"
 }
+
+// memberStatus asks each configured etcd endpoint for its status at once, each bounded by
+// per, and returns the raft leader's member id (0 if no endpoint answered) and which members
+// answered. A dead endpoint costs per, not the caller's whole deadline.
+func (s *store) memberStatus(ctx context.Context, per time.Duration) (leader uint64, reachable map[uint64]bool) {
+	type answer struct{ member, leader uint64 }
+	eps := s.cli.Endpoints()
+	ch := make(chan answer, len(eps))
+	for _, ep := range eps {
+		go func() {
+			cctx, cancel := context.WithTimeout(ctx, per)
+			defer cancel()
+			st, err := s.cli.Status(cctx, ep)
+			if err != nil {
+				ch <- answer{}
+				return
+			}
+			ch <- answer{member: st.Header.GetMemberId(), leader: st.Leader}
+		}()
+	}
+	reachable = map[uint64]bool{}
+	for range eps {
+		a := <-ch
+		if a.member != 0 {
+			reachable[a.member] = true
+			leader = max(leader, a.leader)
+		}
+	}
+	return leader, reachable
+}

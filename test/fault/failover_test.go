@@ -73,12 +73,7 @@ func TestLeaderKill9(t *testing.T) {
 		t.Errorf("failover took %v, want under 5 s", took)
 	}
 
-	select {
-	case <-load.done:
-	case <-time.After(loadFor + time.Minute):
-		t.Fatal("the load did not end")
-	}
-	s := readLoadSummary(t, summary)
+	s := endLoad(t, load, loadFor, summary)
 	t.Logf("load through the router: %d sent, %d ok, errors %v", s.Sent, s.OK, s.ByKind)
 	if s.Sent < 250 || s.OK != s.Sent || s.Errors != 0 {
 		t.Errorf("load: %d sent, %d ok, %d failed (%v): want every request answered", s.Sent, s.OK, s.Errors, s.ByKind)

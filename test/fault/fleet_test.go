@@ -22,8 +22,11 @@ import (
 const roleEnv = "LLMSCALER_FAULT_ROLE"
 
 func TestMain(m *testing.M) {
-	if os.Getenv(roleEnv) == "etcd" {
+	switch os.Getenv(roleEnv) {
+	case "etcd":
 		os.Exit(runEtcdMember())
+	case "etcd-move-leader":
+		os.Exit(runMoveLeader())
 	}
 	os.Exit(m.Run())
 }
@@ -63,7 +66,8 @@ const (
 
 // fleet is the suite's multi-host control plane: three etcd members, two controllers, three
 // agents with simulated GPUs and a router, each on a host of its own (etcd members share the
-// controllers' hosts, and the third has one to itself).
+// controllers' hosts, and the third has one to itself, unless fleetConfig.etcdApart gives
+// each member a host).
 type fleet struct {
 	t           *testing.T
 	net         *network
@@ -90,13 +94,34 @@ const fakeCatalog = `profiles:
     max_in_flight: 8
 `
 
+// fleetConfig is what a test changes in the fleet; the zero value is newFleet's.
+type fleetConfig struct {
+	// etcdApart puts the three etcd members on hosts of their own, so that cutting their
+	// links cuts the controllers off etcd and nothing else.
+	etcdApart bool
+	// catalog is the agents' catalog, with %q where the llmscaler binary goes; default
+	// fakeCatalog.
+	catalog string
+	// agentArgs are added to every agent's flags.
+	agentArgs []string
+}
+
 func newFleet(t *testing.T, model string) *fleet {
+	t.Helper()
+	return newFleetWith(t, model, fleetConfig{})
+}
+
+func newFleetWith(t *testing.T, model string, cfg fleetConfig) *fleet {
 	t.Helper()
 	f := &fleet{t: t, net: newNetwork(t), controllers: map[string]*proc{}, procs: map[string]*proc{}, specs: map[string]spawnSpec{}, model: model}
 	t.Cleanup(func() { killServers(model) })
-	c1, c2, e3 := f.net.host("c1"), f.net.host("c2"), f.net.host("e3")
+	c1, c2 := f.net.host("c1"), f.net.host("c2")
 	f.ctrlHosts = []*host{c1, c2}
-	f.etcd = []*host{c1, c2, e3}
+	if cfg.etcdApart {
+		f.etcd = []*host{f.net.host("e1"), f.net.host("e2"), f.net.host("e3")}
+	} else {
+		f.etcd = []*host{c1, c2, f.net.host("e3")}
+	}
 	for i := range 3 {
 		f.agents = append(f.agents, f.net.host(fmt.Sprintf("a%d", i+1)))
 	}
@@ -122,15 +147,19 @@ func newFleet(t *testing.T, model string) *fleet {
 			"--http-addr", h.at(httpPort), "--log-level", "debug", "--insecure", "--insecure-allow-remote")
 	}
 	catalog := filepath.Join(dir, "catalog.yaml")
-	if err := os.WriteFile(catalog, []byte(fmt.Sprintf(fakeCatalog, bin(t, "llmscaler"))), 0o600); err != nil {
+	if cfg.catalog == "" {
+		cfg.catalog = fakeCatalog
+	}
+	if err := os.WriteFile(catalog, []byte(fmt.Sprintf(cfg.catalog, bin(t, "llmscaler"))), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	ctrl := f.controllerAddrs()
 	for i, h := range f.agents {
 		id := fmt.Sprintf("a%d", i+1)
-		f.spawn("agent-"+id, h, nil, bin(t, "llmscaler-agent"), "--controller", strings.Join(ctrl, ","), "--node-id", id,
+		args := append([]string{"--controller", strings.Join(ctrl, ","), "--node-id", id,
 			"--gpu-backend", "fake", "--fake-gpus", "2", "--catalog", catalog, "--instance-host", h.addr,
-			"--data-dir", filepath.Join(dir, id), "--http-addr", "", "--log-level", "debug", "--insecure", "--insecure-allow-remote")
+			"--data-dir", filepath.Join(dir, id), "--http-addr", "", "--log-level", "debug", "--insecure", "--insecure-allow-remote"}, cfg.agentArgs...)
+		f.spawn("agent-"+id, h, nil, bin(t, "llmscaler-agent"), args...)
 	}
 	f.spawn("router", f.router, nil, bin(t, "llmscaler-router"), "--controller", ctrl[0], "--listen", f.router.at(routerPort),
 		"--router-id", "r1", "--log-level", "debug", "--insecure", "--insecure-allow-remote")
@@ -253,6 +282,10 @@ type loadSummary struct {
 	OK     int            `json:"ok"`
 	Errors int            `json:"errors"`
 	ByKind map[string]int `json:"errors_by_kind"`
+	TTFT   struct {
+		P99 float64 `json:"p99_s"`
+		Max float64 `json:"max_s"`
+	} `json:"ttft"`
 }
 
 func readLoadSummary(t *testing.T, path string) loadSummary {
@@ -266,4 +299,34 @@ func readLoadSummary(t *testing.T, path string) loadSummary {
 		t.Fatalf("%s: %v", path, err)
 	}
 	return s
+}
+
+// deploy applies the fleet's deployment (fake-llm, one GPU a replica) at min to max replicas
+// through addr, and waits for want READY instances, which it returns.
+func (f *fleet) deploy(t *testing.T, addr string, min, max, want int) []*llmscalerv1.InstanceStatus {
+	t.Helper()
+	spec := fmt.Sprintf(`{"deployment":{"name":%q,"profile":"fake-llm","gpus_per_replica":1,"gpu_memory_mib":1000,"min_replicas":%d,"max_replicas":%d}}`, f.model, min, max)
+	if err := f.router.call(t, addr, "ApplyDeployment", spec, nil); err != nil {
+		t.Fatal(err)
+	}
+	var ready []*llmscalerv1.InstanceStatus
+	eventually(t, 60*time.Second, fmt.Sprintf("%d READY instances", want), func() error {
+		var err error
+		if ready, err = f.instances(addr, llmscalerv1.InstancePhase_INSTANCE_PHASE_READY); err == nil && len(ready) != want {
+			err = fmt.Errorf("%d READY", len(ready))
+		}
+		return err
+	})
+	return ready
+}
+
+// endLoad waits for a load run of loadFor to end and reads its summary.
+func endLoad(t *testing.T, load *proc, loadFor time.Duration, summary string) loadSummary {
+	t.Helper()
+	select {
+	case <-load.done:
+	case <-time.After(loadFor + time.Minute):
+		t.Fatal("the load did not end")
+	}
+	return readLoadSummary(t, summary)
 }

@@ -99,12 +99,7 @@ func TestControlPlaneRestart(t *testing.T) {
 		t.Errorf("deployment after the restart: %v", d.GetDeployment().GetSpec())
 	}
 
-	select {
-	case <-load.done:
-	case <-time.After(loadFor + time.Minute):
-		t.Fatal("the load did not end")
-	}
-	s := readLoadSummary(t, summary)
+	s := endLoad(t, load, loadFor, summary)
 	t.Logf("load through the router: %d sent, %d ok, errors %v", s.Sent, s.OK, s.ByKind)
 	// What the router saw of the control plane's return, for a failure's reader.
 	if b, err := os.ReadFile(f.procs["router"].log); err == nil {

@@ -2480,9 +2480,13 @@ type EtcdMember struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// id is the member id in hex.
-	Id            string   `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
-	ClientUrls    []string `protobuf:"bytes,3,rep,name=client_urls,json=clientUrls,proto3" json:"client_urls,omitempty"`
-	IsLeader      bool     `protobuf:"varint,4,opt,name=is_leader,json=isLeader,proto3" json:"is_leader,omitempty"`
+	Id         string   `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	ClientUrls []string `protobuf:"bytes,3,rep,name=client_urls,json=clientUrls,proto3" json:"client_urls,omitempty"`
+	IsLeader   bool     `protobuf:"varint,4,opt,name=is_leader,json=isLeader,proto3" json:"is_leader,omitempty"`
+	// reachable: the member answered this controller's status call (to each of its
+	// --etcd-endpoints, one second each) for this reply. A member that is down or cut off
+	// from the controller is listed, unreachable, as long as a quorum answers.
+	Reachable     bool `protobuf:"varint,5,opt,name=reachable,proto3" json:"reachable,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2541,6 +2545,13 @@ func (x *EtcdMember) GetClientUrls() []string {
 func (x *EtcdMember) GetIsLeader() bool {
 	if x != nil {
 		return x.IsLeader
+	}
+	return false
+}
+
+func (x *EtcdMember) GetReachable() bool {
+	if x != nil {
+		return x.Reachable
 	}
 	return false
 }
@@ -2859,14 +2870,15 @@ const file_llmscaler_v1_admin_proto_rawDesc = "" +
 	"\x05actor\x18\t \x01(\tR\x05actor\"@\n" +
 	"\x13WatchEventsResponse\x12)\n" +
 	"\x05event\x18\x01 \x01(\v2\x13.llmscaler.v1.EventR\x05event\"\x19\n" +
-	"\x17GetClusterStatusRequest\"n\n" +
+	"\x17GetClusterStatusRequest\"\x8c\x01\n" +
 	"\n" +
 	"EtcdMember\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x1f\n" +
 	"\vclient_urls\x18\x03 \x03(\tR\n" +
 	"clientUrls\x12\x1b\n" +
-	"\tis_leader\x18\x04 \x01(\bR\bisLeader\"\xac\x04\n" +
+	"\tis_leader\x18\x04 \x01(\bR\bisLeader\x12\x1c\n" +
+	"\treachable\x18\x05 \x01(\bR\treachable\"\xac\x04\n" +
 	"\x18GetClusterStatusResponse\x124\n" +
 	"\x06leader\x18\x01 \x01(\v2\x1c.llmscaler.v1.ControllerInfoR\x06leader\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x03R\x05epoch\x12=\n" +
