@@ -2,8 +2,10 @@ package controller
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -48,12 +50,40 @@ func (s adminService) leaderTerm() (*term, error) {
 	return nil, status.Error(codes.Unavailable, "this controller stopped leading; retry")
 }
 
-func (s adminService) ListNodes(ctx context.Context, _ *llmscalerv1.ListNodesRequest) (*llmscalerv1.ListNodesResponse, error) {
+func (s adminService) ListNodes(ctx context.Context, r *llmscalerv1.ListNodesRequest) (*llmscalerv1.ListNodesResponse, error) {
+	if err := names.Labels(r.GetLabels()); err != nil {
+		return nil, badField("labels", "%v", err).grpcStatus()
+	}
+	if _, ok := llmscalerv1.NodeState_name[int32(r.GetState())]; !ok {
+		return nil, badField("state", "%d is no node state", r.GetState()).grpcStatus()
+	}
+	p, ferr := parsePage(r.GetPageSize(), r.GetPageToken(), filterKey(r.GetState().String(), r.GetLabels()))
+	if ferr != nil {
+		return nil, ferr.grpcStatus()
+	}
 	t, err := s.leaderTerm()
 	if err != nil {
 		return nil, err
 	}
-	return &llmscalerv1.ListNodesResponse{Nodes: t.fleet.listNodes()}, nil
+	keep := func(n *llmscalerv1.Node) bool {
+		if r.GetState() != llmscalerv1.NodeState_NODE_STATE_UNSPECIFIED && n.GetState() != r.GetState() {
+			return false
+		}
+		for k, v := range r.GetLabels() {
+			if n.GetLabels()[k] != v {
+				return false
+			}
+		}
+		return true
+	}
+	nodes, next, total := t.fleet.nodePage(keep, p)
+	return &llmscalerv1.ListNodesResponse{Nodes: nodes, NextPageToken: next, TotalSize: int32(total)}, nil
+}
+
+// filterKey is a canonical string of a list call's filters, for its page tokens.
+func filterKey(parts ...any) string {
+	b, _ := json.Marshal(parts) // maps marshal with sorted keys
+	return string(b)
 }
 
 func (s adminService) GetNode(ctx context.Context, r *llmscalerv1.GetNodeRequest) (*llmscalerv1.GetNodeResponse, error) {
@@ -167,15 +197,26 @@ func (s adminService) GetDeployment(ctx context.Context, r *llmscalerv1.GetDeplo
 	return &llmscalerv1.GetDeploymentResponse{Deployment: d}, nil
 }
 
-func (s adminService) ListDeployments(ctx context.Context, _ *llmscalerv1.ListDeploymentsRequest) (*llmscalerv1.ListDeploymentsResponse, error) {
+func (s adminService) ListDeployments(ctx context.Context, r *llmscalerv1.ListDeploymentsRequest) (*llmscalerv1.ListDeploymentsResponse, error) {
+	p, ferr := parsePage(r.GetPageSize(), r.GetPageToken(), "")
+	if ferr != nil {
+		return nil, ferr.grpcStatus()
+	}
 	ds, err := s.c.store.listDeployments(ctx)
 	if err != nil {
 		return nil, storeError(err)
 	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i].GetSpec().GetName() < ds[j].GetSpec().GetName() })
+	keys := make([]string, len(ds))
+	for i, d := range ds {
+		keys[i] = d.GetSpec().GetName()
+	}
+	from, to, next := p.page(keys)
+	ds = ds[from:to]
 	for _, d := range ds {
 		s.c.fillStatus(d)
 	}
-	return &llmscalerv1.ListDeploymentsResponse{Deployments: ds}, nil
+	return &llmscalerv1.ListDeploymentsResponse{Deployments: ds, NextPageToken: next, TotalSize: int32(len(keys))}, nil
 }
 
 // fillStatus adds the leader's live view to a stored deployment. Off the leader (no leader
@@ -259,11 +300,23 @@ func (s adminService) ListInstances(ctx context.Context, r *llmscalerv1.ListInst
 			return nil, badField("node_id", "%v", err).grpcStatus()
 		}
 	}
+	if _, ok := llmscalerv1.InstancePhase_name[int32(r.GetPhase())]; !ok {
+		return nil, badField("phase", "%d is no instance phase", r.GetPhase()).grpcStatus()
+	}
+	p, ferr := parsePage(r.GetPageSize(), r.GetPageToken(), filterKey(r.GetDeployment(), r.GetNodeId(), r.GetPhase().String()))
+	if ferr != nil {
+		return nil, ferr.grpcStatus()
+	}
 	t, err := s.leaderTerm()
 	if err != nil {
 		return nil, err
 	}
-	return &llmscalerv1.ListInstancesResponse{Instances: t.fleet.instances(r.GetDeployment(), r.GetNodeId())}, nil
+	keep := func(in *llmscalerv1.InstanceStatus) bool {
+		return (r.GetDeployment() == "" || in.GetDeployment() == r.GetDeployment()) &&
+			(r.GetPhase() == llmscalerv1.InstancePhase_INSTANCE_PHASE_UNSPECIFIED || in.GetPhase() == r.GetPhase())
+	}
+	ins, next, total := t.fleet.instancePage(r.GetNodeId(), keep, p)
+	return &llmscalerv1.ListInstancesResponse{Instances: ins, NextPageToken: next, TotalSize: int32(total)}, nil
 }
 
 func (s adminService) ListDecisions(ctx context.Context, r *llmscalerv1.ListDecisionsRequest) (*llmscalerv1.ListDecisionsResponse, error) {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -266,15 +267,49 @@ func (f *fleet) notify(nodeID string) {
 	}
 }
 
-func (f *fleet) listNodes() []*llmscalerv1.Node {
+// nodePage is one page of the nodes that pass keep, ordered by id; only the page is copied.
+func (f *fleet) nodePage(keep func(*llmscalerv1.Node) bool, p pageRequest) (nodes []*llmscalerv1.Node, next string, total int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out := make([]*llmscalerv1.Node, 0, len(f.nodes))
-	for _, e := range f.nodes {
-		out = append(out, proto.Clone(e.node).(*llmscalerv1.Node))
+	ids := make([]string, 0, len(f.nodes))
+	for id, e := range f.nodes {
+		if keep(e.node) {
+			ids = append(ids, id)
+		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].GetNodeId() < out[j].GetNodeId() })
-	return out
+	sort.Strings(ids)
+	from, to, next := p.page(ids)
+	nodes = make([]*llmscalerv1.Node, 0, to-from)
+	for _, id := range ids[from:to] {
+		nodes = append(nodes, proto.Clone(f.nodes[id].node).(*llmscalerv1.Node))
+	}
+	return nodes, next, len(ids)
+}
+
+// instancePage is one page of the instances that pass keep, ordered by node and instance
+// id; only the page is copied.
+func (f *fleet) instancePage(nodeID string, keep func(*llmscalerv1.InstanceStatus) bool, p pageRequest) (ins []*llmscalerv1.Instance, next string, total int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var keys []string // node id, NUL, instance id: sorts by node, then instance
+	for id, e := range f.nodes {
+		if nodeID != "" && id != nodeID {
+			continue
+		}
+		for iid, in := range e.instances {
+			if keep(in) {
+				keys = append(keys, id+"\x00"+iid)
+			}
+		}
+	}
+	sort.Strings(keys)
+	from, to, next := p.page(keys)
+	ins = make([]*llmscalerv1.Instance, 0, to-from)
+	for _, k := range keys[from:to] {
+		node, iid, _ := strings.Cut(k, "\x00")
+		ins = append(ins, &llmscalerv1.Instance{NodeId: node, Status: proto.Clone(f.nodes[node].instances[iid]).(*llmscalerv1.InstanceStatus)})
+	}
+	return ins, next, len(keys)
 }
 
 // getNode returns a copy of one node and its instances.

@@ -77,14 +77,21 @@ func (c *Controller) statusPage(ctx context.Context) *statuspage.Page {
 	var nodes []*llmscalerv1.Node
 	byNode := map[string][]statuspage.Instance{}
 	if t != nil {
-		ns, err := s.ListNodes(ctx, &llmscalerv1.ListNodesRequest{})
+		// One page of each: a fleet larger than a page is summed up, not rendered whole.
+		ns, err := s.ListNodes(ctx, &llmscalerv1.ListNodesRequest{PageSize: maxPageSize})
 		if err != nil {
 			problem("nodes", err)
 		}
 		nodes = ns.GetNodes()
-		ins, err := s.ListInstances(ctx, &llmscalerv1.ListInstancesRequest{})
+		if ns.GetNextPageToken() != "" {
+			p.Problems = append(p.Problems, fmt.Sprintf("showing the first %d of %d nodes (ListNodes pages through all)", len(nodes), ns.GetTotalSize()))
+		}
+		ins, err := s.ListInstances(ctx, &llmscalerv1.ListInstancesRequest{PageSize: maxPageSize})
 		if err != nil {
 			problem("instances", err)
+		}
+		if ins.GetNextPageToken() != "" {
+			p.Problems = append(p.Problems, fmt.Sprintf("showing the first %d of %d instances (ListInstances pages through all)", len(ins.GetInstances()), ins.GetTotalSize()))
 		}
 		for _, in := range ins.GetInstances() {
 			st := in.GetStatus()

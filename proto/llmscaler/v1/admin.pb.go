@@ -692,8 +692,17 @@ func (*ReportRouterResponse) Descriptor() ([]byte, []int) {
 	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
+// List calls are paginated (AIP-158): at most page_size items a reply (0 means 500, more
+// than 1000 is taken as 1000), ordered by id; next_page_token, when not empty, asks for the
+// page after. A token is valid only with the filters it was made with.
 type ListNodesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	PageSize  int32                  `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken string                 `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// state, when set, keeps only nodes in that state.
+	State NodeState `protobuf:"varint,3,opt,name=state,proto3,enum=llmscaler.v1.NodeState" json:"state,omitempty"`
+	// labels, when set, keeps only nodes that have every one of these labels with its value.
+	Labels        map[string]string `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -728,9 +737,40 @@ func (*ListNodesRequest) Descriptor() ([]byte, []int) {
 	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
+func (x *ListNodesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListNodesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListNodesRequest) GetState() NodeState {
+	if x != nil {
+		return x.State
+	}
+	return NodeState_NODE_STATE_UNSPECIFIED
+}
+
+func (x *ListNodesRequest) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
 type ListNodesResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Nodes         []*Node                `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// total_size is the number of nodes that pass the filters, on all pages.
+	TotalSize     int32 `protobuf:"varint,3,opt,name=total_size,json=totalSize,proto3" json:"total_size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -770,6 +810,20 @@ func (x *ListNodesResponse) GetNodes() []*Node {
 		return x.Nodes
 	}
 	return nil
+}
+
+func (x *ListNodesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *ListNodesResponse) GetTotalSize() int32 {
+	if x != nil {
+		return x.TotalSize
+	}
+	return 0
 }
 
 type GetNodeRequest struct {
@@ -1327,6 +1381,8 @@ func (x *GetDeploymentResponse) GetDeployment() *Deployment {
 
 type ListDeploymentsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	PageSize      int32                  `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string                 `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1361,9 +1417,25 @@ func (*ListDeploymentsRequest) Descriptor() ([]byte, []int) {
 	return file_llmscaler_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
+func (x *ListDeploymentsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListDeploymentsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListDeploymentsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Deployments   []*Deployment          `protobuf:"bytes,1,rep,name=deployments,proto3" json:"deployments,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	TotalSize     int32                  `protobuf:"varint,3,opt,name=total_size,json=totalSize,proto3" json:"total_size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1403,6 +1475,20 @@ func (x *ListDeploymentsResponse) GetDeployments() []*Deployment {
 		return x.Deployments
 	}
 	return nil
+}
+
+func (x *ListDeploymentsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *ListDeploymentsResponse) GetTotalSize() int32 {
+	if x != nil {
+		return x.TotalSize
+	}
+	return 0
 }
 
 type DeleteDeploymentRequest struct {
@@ -1605,7 +1691,11 @@ type ListInstancesRequest struct {
 	// deployment, when set, keeps only that deployment's instances.
 	Deployment string `protobuf:"bytes,1,opt,name=deployment,proto3" json:"deployment,omitempty"`
 	// node_id, when set, keeps only that node's instances.
-	NodeId        string `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	NodeId    string `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	PageSize  int32  `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// phase, when set, keeps only instances in that phase.
+	Phase         InstancePhase `protobuf:"varint,5,opt,name=phase,proto3,enum=llmscaler.v1.InstancePhase" json:"phase,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1652,6 +1742,27 @@ func (x *ListInstancesRequest) GetNodeId() string {
 		return x.NodeId
 	}
 	return ""
+}
+
+func (x *ListInstancesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListInstancesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListInstancesRequest) GetPhase() InstancePhase {
+	if x != nil {
+		return x.Phase
+	}
+	return InstancePhase_INSTANCE_PHASE_UNSPECIFIED
 }
 
 // Instance is an instance with the node that runs it.
@@ -1710,6 +1821,8 @@ func (x *Instance) GetStatus() *InstanceStatus {
 type ListInstancesResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Instances     []*Instance            `protobuf:"bytes,1,rep,name=instances,proto3" json:"instances,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	TotalSize     int32                  `protobuf:"varint,3,opt,name=total_size,json=totalSize,proto3" json:"total_size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1749,6 +1862,20 @@ func (x *ListInstancesResponse) GetInstances() []*Instance {
 		return x.Instances
 	}
 	return nil
+}
+
+func (x *ListInstancesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *ListInstancesResponse) GetTotalSize() int32 {
+	if x != nil {
+		return x.TotalSize
+	}
+	return 0
 }
 
 type ListDecisionsRequest struct {
@@ -2740,10 +2867,21 @@ const file_llmscaler_v1_admin_proto_rawDesc = "" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x125\n" +
 	"\binterval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\binterval\x12E\n" +
 	"\vdeployments\x18\x04 \x03(\v2#.llmscaler.v1.RouterDeploymentStatsR\vdeployments\"\x16\n" +
-	"\x14ReportRouterResponse\"\x12\n" +
-	"\x10ListNodesRequest\"=\n" +
+	"\x14ReportRouterResponse\"\xfc\x01\n" +
+	"\x10ListNodesRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\x12-\n" +
+	"\x05state\x18\x03 \x01(\x0e2\x17.llmscaler.v1.NodeStateR\x05state\x12B\n" +
+	"\x06labels\x18\x04 \x03(\v2*.llmscaler.v1.ListNodesRequest.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x84\x01\n" +
 	"\x11ListNodesResponse\x12(\n" +
-	"\x05nodes\x18\x01 \x03(\v2\x12.llmscaler.v1.NodeR\x05nodes\")\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x12.llmscaler.v1.NodeR\x05nodes\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1d\n" +
+	"\n" +
+	"total_size\x18\x03 \x01(\x05R\ttotalSize\")\n" +
 	"\x0eGetNodeRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"u\n" +
 	"\x0fGetNodeResponse\x12&\n" +
@@ -2776,10 +2914,16 @@ const file_llmscaler_v1_admin_proto_rawDesc = "" +
 	"\x15GetDeploymentResponse\x128\n" +
 	"\n" +
 	"deployment\x18\x01 \x01(\v2\x18.llmscaler.v1.DeploymentR\n" +
-	"deployment\"\x18\n" +
-	"\x16ListDeploymentsRequest\"U\n" +
+	"deployment\"T\n" +
+	"\x16ListDeploymentsRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"\x9c\x01\n" +
 	"\x17ListDeploymentsResponse\x12:\n" +
-	"\vdeployments\x18\x01 \x03(\v2\x18.llmscaler.v1.DeploymentR\vdeployments\"-\n" +
+	"\vdeployments\x18\x01 \x03(\v2\x18.llmscaler.v1.DeploymentR\vdeployments\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1d\n" +
+	"\n" +
+	"total_size\x18\x03 \x01(\x05R\ttotalSize\"-\n" +
 	"\x17DeleteDeploymentRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x1a\n" +
 	"\x18DeleteDeploymentResponse\"\xc4\x01\n" +
@@ -2792,17 +2936,24 @@ const file_llmscaler_v1_admin_proto_rawDesc = "" +
 	"\x17ScaleDeploymentResponse\x128\n" +
 	"\n" +
 	"deployment\x18\x01 \x01(\v2\x18.llmscaler.v1.DeploymentR\n" +
-	"deployment\"O\n" +
+	"deployment\"\xbe\x01\n" +
 	"\x14ListInstancesRequest\x12\x1e\n" +
 	"\n" +
 	"deployment\x18\x01 \x01(\tR\n" +
 	"deployment\x12\x17\n" +
-	"\anode_id\x18\x02 \x01(\tR\x06nodeId\"Y\n" +
+	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12\x1b\n" +
+	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\x121\n" +
+	"\x05phase\x18\x05 \x01(\x0e2\x1b.llmscaler.v1.InstancePhaseR\x05phase\"Y\n" +
 	"\bInstance\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x124\n" +
-	"\x06status\x18\x02 \x01(\v2\x1c.llmscaler.v1.InstanceStatusR\x06status\"M\n" +
+	"\x06status\x18\x02 \x01(\v2\x1c.llmscaler.v1.InstanceStatusR\x06status\"\x94\x01\n" +
 	"\x15ListInstancesResponse\x124\n" +
-	"\tinstances\x18\x01 \x03(\v2\x16.llmscaler.v1.InstanceR\tinstances\"L\n" +
+	"\tinstances\x18\x01 \x03(\v2\x16.llmscaler.v1.InstanceR\tinstances\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1d\n" +
+	"\n" +
+	"total_size\x18\x03 \x01(\x05R\ttotalSize\"L\n" +
 	"\x14ListDecisionsRequest\x12\x1e\n" +
 	"\n" +
 	"deployment\x18\x01 \x01(\tR\n" +
@@ -2946,7 +3097,7 @@ func file_llmscaler_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_llmscaler_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_llmscaler_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_llmscaler_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_llmscaler_v1_admin_proto_goTypes = []any{
 	(AutoscalingAction)(0),           // 0: llmscaler.v1.AutoscalingAction
 	(EventType)(0),                   // 1: llmscaler.v1.EventType
@@ -2992,93 +3143,98 @@ var file_llmscaler_v1_admin_proto_goTypes = []any{
 	(*GetClusterStatusRequest)(nil),  // 41: llmscaler.v1.GetClusterStatusRequest
 	(*EtcdMember)(nil),               // 42: llmscaler.v1.EtcdMember
 	(*GetClusterStatusResponse)(nil), // 43: llmscaler.v1.GetClusterStatusResponse
-	(*durationpb.Duration)(nil),      // 44: google.protobuf.Duration
-	(*LatencySummary)(nil),           // 45: llmscaler.v1.LatencySummary
-	(*timestamppb.Timestamp)(nil),    // 46: google.protobuf.Timestamp
-	(*Node)(nil),                     // 47: llmscaler.v1.Node
-	(*InstanceStatus)(nil),           // 48: llmscaler.v1.InstanceStatus
-	(*DeploymentSpec)(nil),           // 49: llmscaler.v1.DeploymentSpec
-	(*Deployment)(nil),               // 50: llmscaler.v1.Deployment
-	(InstancePhase)(0),               // 51: llmscaler.v1.InstancePhase
-	(*ControllerInfo)(nil),           // 52: llmscaler.v1.ControllerInfo
+	nil,                              // 44: llmscaler.v1.ListNodesRequest.LabelsEntry
+	(*durationpb.Duration)(nil),      // 45: google.protobuf.Duration
+	(*LatencySummary)(nil),           // 46: llmscaler.v1.LatencySummary
+	(*timestamppb.Timestamp)(nil),    // 47: google.protobuf.Timestamp
+	(NodeState)(0),                   // 48: llmscaler.v1.NodeState
+	(*Node)(nil),                     // 49: llmscaler.v1.Node
+	(*InstanceStatus)(nil),           // 50: llmscaler.v1.InstanceStatus
+	(*DeploymentSpec)(nil),           // 51: llmscaler.v1.DeploymentSpec
+	(*Deployment)(nil),               // 52: llmscaler.v1.Deployment
+	(InstancePhase)(0),               // 53: llmscaler.v1.InstancePhase
+	(*ControllerInfo)(nil),           // 54: llmscaler.v1.ControllerInfo
 }
 var file_llmscaler_v1_admin_proto_depIdxs = []int32{
-	44, // 0: llmscaler.v1.DeploymentEndpoints.cold_start_wait:type_name -> google.protobuf.Duration
+	45, // 0: llmscaler.v1.DeploymentEndpoints.cold_start_wait:type_name -> google.protobuf.Duration
 	3,  // 1: llmscaler.v1.DeploymentEndpoints.endpoints:type_name -> llmscaler.v1.Endpoint
 	4,  // 2: llmscaler.v1.WatchEndpointsResponse.deployments:type_name -> llmscaler.v1.DeploymentEndpoints
-	45, // 3: llmscaler.v1.RouterInstanceStats.ttft:type_name -> llmscaler.v1.LatencySummary
-	45, // 4: llmscaler.v1.RouterInstanceStats.e2e_latency:type_name -> llmscaler.v1.LatencySummary
+	46, // 3: llmscaler.v1.RouterInstanceStats.ttft:type_name -> llmscaler.v1.LatencySummary
+	46, // 4: llmscaler.v1.RouterInstanceStats.e2e_latency:type_name -> llmscaler.v1.LatencySummary
 	6,  // 5: llmscaler.v1.RouterDeploymentStats.instances:type_name -> llmscaler.v1.RouterInstanceStats
-	46, // 6: llmscaler.v1.ReportRouterRequest.time:type_name -> google.protobuf.Timestamp
-	44, // 7: llmscaler.v1.ReportRouterRequest.interval:type_name -> google.protobuf.Duration
+	47, // 6: llmscaler.v1.ReportRouterRequest.time:type_name -> google.protobuf.Timestamp
+	45, // 7: llmscaler.v1.ReportRouterRequest.interval:type_name -> google.protobuf.Duration
 	7,  // 8: llmscaler.v1.ReportRouterRequest.deployments:type_name -> llmscaler.v1.RouterDeploymentStats
-	47, // 9: llmscaler.v1.ListNodesResponse.nodes:type_name -> llmscaler.v1.Node
-	47, // 10: llmscaler.v1.GetNodeResponse.node:type_name -> llmscaler.v1.Node
-	48, // 11: llmscaler.v1.GetNodeResponse.instances:type_name -> llmscaler.v1.InstanceStatus
-	47, // 12: llmscaler.v1.CordonNodeResponse.node:type_name -> llmscaler.v1.Node
-	47, // 13: llmscaler.v1.UncordonNodeResponse.node:type_name -> llmscaler.v1.Node
-	47, // 14: llmscaler.v1.DrainNodeResponse.node:type_name -> llmscaler.v1.Node
-	49, // 15: llmscaler.v1.ApplyDeploymentRequest.deployment:type_name -> llmscaler.v1.DeploymentSpec
-	50, // 16: llmscaler.v1.ApplyDeploymentResponse.deployment:type_name -> llmscaler.v1.Deployment
-	50, // 17: llmscaler.v1.GetDeploymentResponse.deployment:type_name -> llmscaler.v1.Deployment
-	50, // 18: llmscaler.v1.ListDeploymentsResponse.deployments:type_name -> llmscaler.v1.Deployment
-	0,  // 19: llmscaler.v1.ScaleDeploymentRequest.autoscaling:type_name -> llmscaler.v1.AutoscalingAction
-	50, // 20: llmscaler.v1.ScaleDeploymentResponse.deployment:type_name -> llmscaler.v1.Deployment
-	48, // 21: llmscaler.v1.Instance.status:type_name -> llmscaler.v1.InstanceStatus
-	31, // 22: llmscaler.v1.ListInstancesResponse.instances:type_name -> llmscaler.v1.Instance
-	44, // 23: llmscaler.v1.WindowValues.window:type_name -> google.protobuf.Duration
-	46, // 24: llmscaler.v1.Decision.time:type_name -> google.protobuf.Timestamp
-	34, // 25: llmscaler.v1.Decision.clamps:type_name -> llmscaler.v1.Clamp
-	35, // 26: llmscaler.v1.Decision.stable:type_name -> llmscaler.v1.WindowValues
-	35, // 27: llmscaler.v1.Decision.panic:type_name -> llmscaler.v1.WindowValues
-	36, // 28: llmscaler.v1.ListDecisionsResponse.decisions:type_name -> llmscaler.v1.Decision
-	46, // 29: llmscaler.v1.Event.time:type_name -> google.protobuf.Timestamp
-	1,  // 30: llmscaler.v1.Event.type:type_name -> llmscaler.v1.EventType
-	51, // 31: llmscaler.v1.Event.phase:type_name -> llmscaler.v1.InstancePhase
-	36, // 32: llmscaler.v1.Event.decision:type_name -> llmscaler.v1.Decision
-	39, // 33: llmscaler.v1.WatchEventsResponse.event:type_name -> llmscaler.v1.Event
-	52, // 34: llmscaler.v1.GetClusterStatusResponse.leader:type_name -> llmscaler.v1.ControllerInfo
-	52, // 35: llmscaler.v1.GetClusterStatusResponse.answered_by:type_name -> llmscaler.v1.ControllerInfo
-	52, // 36: llmscaler.v1.GetClusterStatusResponse.controllers:type_name -> llmscaler.v1.ControllerInfo
-	42, // 37: llmscaler.v1.GetClusterStatusResponse.etcd_members:type_name -> llmscaler.v1.EtcdMember
-	46, // 38: llmscaler.v1.GetClusterStatusResponse.leader_since:type_name -> google.protobuf.Timestamp
-	10, // 39: llmscaler.v1.AdminService.ListNodes:input_type -> llmscaler.v1.ListNodesRequest
-	12, // 40: llmscaler.v1.AdminService.GetNode:input_type -> llmscaler.v1.GetNodeRequest
-	14, // 41: llmscaler.v1.AdminService.CordonNode:input_type -> llmscaler.v1.CordonNodeRequest
-	16, // 42: llmscaler.v1.AdminService.UncordonNode:input_type -> llmscaler.v1.UncordonNodeRequest
-	18, // 43: llmscaler.v1.AdminService.DrainNode:input_type -> llmscaler.v1.DrainNodeRequest
-	20, // 44: llmscaler.v1.AdminService.ApplyDeployment:input_type -> llmscaler.v1.ApplyDeploymentRequest
-	22, // 45: llmscaler.v1.AdminService.GetDeployment:input_type -> llmscaler.v1.GetDeploymentRequest
-	24, // 46: llmscaler.v1.AdminService.ListDeployments:input_type -> llmscaler.v1.ListDeploymentsRequest
-	26, // 47: llmscaler.v1.AdminService.DeleteDeployment:input_type -> llmscaler.v1.DeleteDeploymentRequest
-	28, // 48: llmscaler.v1.AdminService.ScaleDeployment:input_type -> llmscaler.v1.ScaleDeploymentRequest
-	30, // 49: llmscaler.v1.AdminService.ListInstances:input_type -> llmscaler.v1.ListInstancesRequest
-	33, // 50: llmscaler.v1.AdminService.ListDecisions:input_type -> llmscaler.v1.ListDecisionsRequest
-	38, // 51: llmscaler.v1.AdminService.WatchEvents:input_type -> llmscaler.v1.WatchEventsRequest
-	41, // 52: llmscaler.v1.AdminService.GetClusterStatus:input_type -> llmscaler.v1.GetClusterStatusRequest
-	2,  // 53: llmscaler.v1.AdminService.WatchEndpoints:input_type -> llmscaler.v1.WatchEndpointsRequest
-	8,  // 54: llmscaler.v1.RouterService.ReportRouter:input_type -> llmscaler.v1.ReportRouterRequest
-	11, // 55: llmscaler.v1.AdminService.ListNodes:output_type -> llmscaler.v1.ListNodesResponse
-	13, // 56: llmscaler.v1.AdminService.GetNode:output_type -> llmscaler.v1.GetNodeResponse
-	15, // 57: llmscaler.v1.AdminService.CordonNode:output_type -> llmscaler.v1.CordonNodeResponse
-	17, // 58: llmscaler.v1.AdminService.UncordonNode:output_type -> llmscaler.v1.UncordonNodeResponse
-	19, // 59: llmscaler.v1.AdminService.DrainNode:output_type -> llmscaler.v1.DrainNodeResponse
-	21, // 60: llmscaler.v1.AdminService.ApplyDeployment:output_type -> llmscaler.v1.ApplyDeploymentResponse
-	23, // 61: llmscaler.v1.AdminService.GetDeployment:output_type -> llmscaler.v1.GetDeploymentResponse
-	25, // 62: llmscaler.v1.AdminService.ListDeployments:output_type -> llmscaler.v1.ListDeploymentsResponse
-	27, // 63: llmscaler.v1.AdminService.DeleteDeployment:output_type -> llmscaler.v1.DeleteDeploymentResponse
-	29, // 64: llmscaler.v1.AdminService.ScaleDeployment:output_type -> llmscaler.v1.ScaleDeploymentResponse
-	32, // 65: llmscaler.v1.AdminService.ListInstances:output_type -> llmscaler.v1.ListInstancesResponse
-	37, // 66: llmscaler.v1.AdminService.ListDecisions:output_type -> llmscaler.v1.ListDecisionsResponse
-	40, // 67: llmscaler.v1.AdminService.WatchEvents:output_type -> llmscaler.v1.WatchEventsResponse
-	43, // 68: llmscaler.v1.AdminService.GetClusterStatus:output_type -> llmscaler.v1.GetClusterStatusResponse
-	5,  // 69: llmscaler.v1.AdminService.WatchEndpoints:output_type -> llmscaler.v1.WatchEndpointsResponse
-	9,  // 70: llmscaler.v1.RouterService.ReportRouter:output_type -> llmscaler.v1.ReportRouterResponse
-	55, // [55:71] is the sub-list for method output_type
-	39, // [39:55] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	48, // 9: llmscaler.v1.ListNodesRequest.state:type_name -> llmscaler.v1.NodeState
+	44, // 10: llmscaler.v1.ListNodesRequest.labels:type_name -> llmscaler.v1.ListNodesRequest.LabelsEntry
+	49, // 11: llmscaler.v1.ListNodesResponse.nodes:type_name -> llmscaler.v1.Node
+	49, // 12: llmscaler.v1.GetNodeResponse.node:type_name -> llmscaler.v1.Node
+	50, // 13: llmscaler.v1.GetNodeResponse.instances:type_name -> llmscaler.v1.InstanceStatus
+	49, // 14: llmscaler.v1.CordonNodeResponse.node:type_name -> llmscaler.v1.Node
+	49, // 15: llmscaler.v1.UncordonNodeResponse.node:type_name -> llmscaler.v1.Node
+	49, // 16: llmscaler.v1.DrainNodeResponse.node:type_name -> llmscaler.v1.Node
+	51, // 17: llmscaler.v1.ApplyDeploymentRequest.deployment:type_name -> llmscaler.v1.DeploymentSpec
+	52, // 18: llmscaler.v1.ApplyDeploymentResponse.deployment:type_name -> llmscaler.v1.Deployment
+	52, // 19: llmscaler.v1.GetDeploymentResponse.deployment:type_name -> llmscaler.v1.Deployment
+	52, // 20: llmscaler.v1.ListDeploymentsResponse.deployments:type_name -> llmscaler.v1.Deployment
+	0,  // 21: llmscaler.v1.ScaleDeploymentRequest.autoscaling:type_name -> llmscaler.v1.AutoscalingAction
+	52, // 22: llmscaler.v1.ScaleDeploymentResponse.deployment:type_name -> llmscaler.v1.Deployment
+	53, // 23: llmscaler.v1.ListInstancesRequest.phase:type_name -> llmscaler.v1.InstancePhase
+	50, // 24: llmscaler.v1.Instance.status:type_name -> llmscaler.v1.InstanceStatus
+	31, // 25: llmscaler.v1.ListInstancesResponse.instances:type_name -> llmscaler.v1.Instance
+	45, // 26: llmscaler.v1.WindowValues.window:type_name -> google.protobuf.Duration
+	47, // 27: llmscaler.v1.Decision.time:type_name -> google.protobuf.Timestamp
+	34, // 28: llmscaler.v1.Decision.clamps:type_name -> llmscaler.v1.Clamp
+	35, // 29: llmscaler.v1.Decision.stable:type_name -> llmscaler.v1.WindowValues
+	35, // 30: llmscaler.v1.Decision.panic:type_name -> llmscaler.v1.WindowValues
+	36, // 31: llmscaler.v1.ListDecisionsResponse.decisions:type_name -> llmscaler.v1.Decision
+	47, // 32: llmscaler.v1.Event.time:type_name -> google.protobuf.Timestamp
+	1,  // 33: llmscaler.v1.Event.type:type_name -> llmscaler.v1.EventType
+	53, // 34: llmscaler.v1.Event.phase:type_name -> llmscaler.v1.InstancePhase
+	36, // 35: llmscaler.v1.Event.decision:type_name -> llmscaler.v1.Decision
+	39, // 36: llmscaler.v1.WatchEventsResponse.event:type_name -> llmscaler.v1.Event
+	54, // 37: llmscaler.v1.GetClusterStatusResponse.leader:type_name -> llmscaler.v1.ControllerInfo
+	54, // 38: llmscaler.v1.GetClusterStatusResponse.answered_by:type_name -> llmscaler.v1.ControllerInfo
+	54, // 39: llmscaler.v1.GetClusterStatusResponse.controllers:type_name -> llmscaler.v1.ControllerInfo
+	42, // 40: llmscaler.v1.GetClusterStatusResponse.etcd_members:type_name -> llmscaler.v1.EtcdMember
+	47, // 41: llmscaler.v1.GetClusterStatusResponse.leader_since:type_name -> google.protobuf.Timestamp
+	10, // 42: llmscaler.v1.AdminService.ListNodes:input_type -> llmscaler.v1.ListNodesRequest
+	12, // 43: llmscaler.v1.AdminService.GetNode:input_type -> llmscaler.v1.GetNodeRequest
+	14, // 44: llmscaler.v1.AdminService.CordonNode:input_type -> llmscaler.v1.CordonNodeRequest
+	16, // 45: llmscaler.v1.AdminService.UncordonNode:input_type -> llmscaler.v1.UncordonNodeRequest
+	18, // 46: llmscaler.v1.AdminService.DrainNode:input_type -> llmscaler.v1.DrainNodeRequest
+	20, // 47: llmscaler.v1.AdminService.ApplyDeployment:input_type -> llmscaler.v1.ApplyDeploymentRequest
+	22, // 48: llmscaler.v1.AdminService.GetDeployment:input_type -> llmscaler.v1.GetDeploymentRequest
+	24, // 49: llmscaler.v1.AdminService.ListDeployments:input_type -> llmscaler.v1.ListDeploymentsRequest
+	26, // 50: llmscaler.v1.AdminService.DeleteDeployment:input_type -> llmscaler.v1.DeleteDeploymentRequest
+	28, // 51: llmscaler.v1.AdminService.ScaleDeployment:input_type -> llmscaler.v1.ScaleDeploymentRequest
+	30, // 52: llmscaler.v1.AdminService.ListInstances:input_type -> llmscaler.v1.ListInstancesRequest
+	33, // 53: llmscaler.v1.AdminService.ListDecisions:input_type -> llmscaler.v1.ListDecisionsRequest
+	38, // 54: llmscaler.v1.AdminService.WatchEvents:input_type -> llmscaler.v1.WatchEventsRequest
+	41, // 55: llmscaler.v1.AdminService.GetClusterStatus:input_type -> llmscaler.v1.GetClusterStatusRequest
+	2,  // 56: llmscaler.v1.AdminService.WatchEndpoints:input_type -> llmscaler.v1.WatchEndpointsRequest
+	8,  // 57: llmscaler.v1.RouterService.ReportRouter:input_type -> llmscaler.v1.ReportRouterRequest
+	11, // 58: llmscaler.v1.AdminService.ListNodes:output_type -> llmscaler.v1.ListNodesResponse
+	13, // 59: llmscaler.v1.AdminService.GetNode:output_type -> llmscaler.v1.GetNodeResponse
+	15, // 60: llmscaler.v1.AdminService.CordonNode:output_type -> llmscaler.v1.CordonNodeResponse
+	17, // 61: llmscaler.v1.AdminService.UncordonNode:output_type -> llmscaler.v1.UncordonNodeResponse
+	19, // 62: llmscaler.v1.AdminService.DrainNode:output_type -> llmscaler.v1.DrainNodeResponse
+	21, // 63: llmscaler.v1.AdminService.ApplyDeployment:output_type -> llmscaler.v1.ApplyDeploymentResponse
+	23, // 64: llmscaler.v1.AdminService.GetDeployment:output_type -> llmscaler.v1.GetDeploymentResponse
+	25, // 65: llmscaler.v1.AdminService.ListDeployments:output_type -> llmscaler.v1.ListDeploymentsResponse
+	27, // 66: llmscaler.v1.AdminService.DeleteDeployment:output_type -> llmscaler.v1.DeleteDeploymentResponse
+	29, // 67: llmscaler.v1.AdminService.ScaleDeployment:output_type -> llmscaler.v1.ScaleDeploymentResponse
+	32, // 68: llmscaler.v1.AdminService.ListInstances:output_type -> llmscaler.v1.ListInstancesResponse
+	37, // 69: llmscaler.v1.AdminService.ListDecisions:output_type -> llmscaler.v1.ListDecisionsResponse
+	40, // 70: llmscaler.v1.AdminService.WatchEvents:output_type -> llmscaler.v1.WatchEventsResponse
+	43, // 71: llmscaler.v1.AdminService.GetClusterStatus:output_type -> llmscaler.v1.GetClusterStatusResponse
+	5,  // 72: llmscaler.v1.AdminService.WatchEndpoints:output_type -> llmscaler.v1.WatchEndpointsResponse
+	9,  // 73: llmscaler.v1.RouterService.ReportRouter:output_type -> llmscaler.v1.ReportRouterResponse
+	58, // [58:74] is the sub-list for method output_type
+	42, // [42:58] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_llmscaler_v1_admin_proto_init() }
@@ -3095,7 +3251,7 @@ func file_llmscaler_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llmscaler_v1_admin_proto_rawDesc), len(file_llmscaler_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   42,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
