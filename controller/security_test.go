@@ -76,6 +76,19 @@ func (s tlsSet) foreign(t *testing.T, caName string, id transport.Identity) tran
 	return transport.MutualTLS(ca.Pool(), cert)
 }
 
+// helloAs opens an agent stream on conn and sends a hello naming node.
+func helloAs(t *testing.T, ctx context.Context, conn *grpc.ClientConn, node string) (*grpc.ClientConn, llmscalerv1.AgentService_ConnectClient) {
+	t.Helper()
+	s, err := llmscalerv1.NewAgentServiceClient(conn).Connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Send(hello(node, "run-1", 2)); err != nil {
+		t.Fatal(err)
+	}
+	return conn, s
+}
+
 func dialWith(t *testing.T, addr string, creds transport.Credentials, opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, append(transport.DialOptions(creds), opts...)...)
@@ -174,17 +187,10 @@ func TestTLSRefusals(t *testing.T) {
 	})
 
 	t.Run("an agent impersonates another node", func(t *testing.T) {
-		conn := dialWith(t, addr, set.creds(t, "node-n1"))
 		sctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		s, err := llmscalerv1.NewAgentServiceClient(conn).Connect(sctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Send(hello("n2", "run-1", 2)); err != nil {
-			t.Fatal(err)
-		}
-		_, err = s.Recv()
+		_, s := helloAs(t, sctx, dialWith(t, addr, set.creds(t, "node-n1")), "n2")
+		_, err := s.Recv()
 		wantRefused(t, "hello as n2 with n1's certificate", err, codes.PermissionDenied,
 			`hello.node_id "n2" is not this agent's node: its certificate is for node "n1"`)
 		nodes, err := ro.ListNodes(ctx, &llmscalerv1.ListNodesRequest{})
@@ -205,16 +211,9 @@ func TestTLSRefusals(t *testing.T) {
 	})
 
 	t.Run("an agent as itself", func(t *testing.T) {
-		conn := dialWith(t, addr, set.creds(t, "node-n1"))
 		sctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		s, err := llmscalerv1.NewAgentServiceClient(conn).Connect(sctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Send(hello("n1", "run-1", 2)); err != nil {
-			t.Fatal(err)
-		}
+		conn, s := helloAs(t, sctx, dialWith(t, addr, set.creds(t, "node-n1")), "n1")
 		if m, err := s.Recv(); err != nil || m.GetWelcome() == nil {
 			t.Fatalf("n1 as itself: %v, %v", m, err)
 		}
@@ -222,7 +221,7 @@ func TestTLSRefusals(t *testing.T) {
 			return nodeState(t, ro, "n1") == llmscalerv1.NodeState_NODE_STATE_CONNECTED
 		})
 		// A node may not read the admin API.
-		_, err = llmscalerv1.NewAdminServiceClient(conn).ListNodes(ctx, &llmscalerv1.ListNodesRequest{})
+		_, err := llmscalerv1.NewAdminServiceClient(conn).ListNodes(ctx, &llmscalerv1.ListNodesRequest{})
 		wantRefused(t, "node reads", err, codes.PermissionDenied, "node/n1 may not call llmscaler.v1.AdminService/ListNodes: it needs admin or readonly")
 	})
 
