@@ -160,31 +160,47 @@ func (e *engine) Snapshot() map[string]scaling.Observed {
 // observe turns a fleet snapshot into each deployment's replica observations and the longest
 // measured cold start of each profile.
 func observe(nodes []nodeSnapshot) (map[string][]scaling.Replica, map[string]time.Duration) {
-	byDep := map[string][]scaling.Replica{}
-	cold := map[string]time.Duration{}
-	for _, ns := range nodes {
-		util := map[uint32]*float64{}
-		for _, g := range ns.node.GetGpuSamples() {
-			util[g.GetIndex()] = g.UtilizationPercent
+	count := map[string]int{}
+	for i := range nodes {
+		ns := &nodes[i]
+		if !ns.derived {
+			ns.derive()
 		}
-		for _, in := range ns.instances {
-			var ph window.Phase
-			switch in.GetPhase() {
-			case llmscalerv1.InstancePhase_INSTANCE_PHASE_STARTING:
-				ph = window.Starting
-			case llmscalerv1.InstancePhase_INSTANCE_PHASE_READY:
-				ph = window.Ready
-				if cs := in.GetColdStart().AsDuration(); cs > 0 {
-					cold[in.GetProfile()] = max(cold[in.GetProfile()], cs)
-				}
-			default:
-				continue
+		for _, r := range ns.replicas {
+			count[r.deployment]++
+		}
+	}
+	// Sized first: growing ten slices of thousands of replicas by appending cost more than
+	// the rest of an evaluation.
+	byDep := make(map[string][]scaling.Replica, len(count))
+	for d, n := range count {
+		byDep[d] = make([]scaling.Replica, 0, n)
+	}
+	cold := map[string]time.Duration{}
+	for i := range nodes {
+		for _, r := range nodes[i].replicas {
+			if r.coldStart > 0 {
+				cold[r.profile] = max(cold[r.profile], r.coldStart)
 			}
-			byDep[in.GetDeployment()] = append(byDep[in.GetDeployment()], scaling.Replica{
-				ID: in.GetInstanceId(), Phase: ph, Sample: sampleOf(in, util), Since: in.GetStartedAt().AsTime()})
+			byDep[r.deployment] = append(byDep[r.deployment], r.replica)
 		}
 	}
 	return byDep, cold
+}
+
+// observeInstance is a live (STARTING or READY) instance as the scaling loops observe it;
+// util is the node's latest GPU utilization by GPU index.
+func observeInstance(in *llmscalerv1.InstanceStatus, util map[uint32]*float64) (scaling.Replica, bool) {
+	var ph window.Phase
+	switch in.GetPhase() {
+	case llmscalerv1.InstancePhase_INSTANCE_PHASE_STARTING:
+		ph = window.Starting
+	case llmscalerv1.InstancePhase_INSTANCE_PHASE_READY:
+		ph = window.Ready
+	default:
+		return scaling.Replica{}, false
+	}
+	return scaling.Replica{ID: in.GetInstanceId(), Phase: ph, Sample: sampleOf(in, util), Since: in.GetStartedAt().AsTime()}, true
 }
 
 // sampleOf turns an instance's reported metrics into a window sample. GPU utilization is the

@@ -3,6 +3,8 @@ package controller
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -22,8 +24,10 @@ var (
 // fleet is the leader's live view of its agents: what they run and how their GPUs are. It is
 // built anew in every leadership term from the stored node records and the agents' streams.
 type fleet struct {
-	mu      sync.Mutex
-	nodes   map[string]*nodeEntry
+	mu    sync.Mutex
+	nodes map[string]*nodeEntry
+	// ids is every node id, sorted, for snapshots; nil after a node was added.
+	ids     []string
 	cordons map[string]cordon
 	now     func() time.Time
 	grace   time.Duration
@@ -38,7 +42,15 @@ type nodeEntry struct {
 	// connects (its hello lists its instances) or it is lost: until then its servers may
 	// be running, unseen, and replacing them would run a deployment above its count.
 	unreported bool
+	// view is the node as snapshots show it, made when a snapshot asks and dropped (nil) by
+	// every change to the entry: an evaluation of the scaling loops or a reconcile pass
+	// over 10,000 nodes rebuilds only the nodes that reported since the last one, and
+	// shares the rest.
+	view *nodeSnapshot
 }
+
+// changed drops the entry's view after a change; the caller holds the fleet's lock.
+func (e *nodeEntry) changed() { e.view = nil }
 
 // agentConn is the leader's handle on one agent stream. Only that stream's loop sends on the
 // stream; others wake it through desired when the node's desired state changed, and it sends
@@ -74,6 +86,7 @@ func (f *fleet) load(nodes []*llmscalerv1.Node, cordons map[string]cordon) {
 		f.nodes[n.GetNodeId()] = &nodeEntry{node: n, instances: map[string]*llmscalerv1.InstanceStatus{},
 			unreported: n.GetState() != llmscalerv1.NodeState_NODE_STATE_LOST}
 	}
+	f.ids = nil
 }
 
 // attach registers an agent stream after its hello. A stream from the same agent process
@@ -94,6 +107,7 @@ func (f *fleet) attach(h *llmscalerv1.Hello, addr string) (*agentConn, *llmscale
 	if e == nil {
 		e = &nodeEntry{node: &llmscalerv1.Node{NodeId: id}}
 		f.nodes[id] = e
+		f.ids = nil
 		if c, ok := f.cordons[id]; ok {
 			e.node.Cordoned, e.node.CordonReason, e.node.Draining = true, c.Reason, c.Drain
 		}
@@ -110,6 +124,7 @@ func (f *fleet) attach(h *llmscalerv1.Hello, addr string) (*agentConn, *llmscale
 	n.ConnectedAt = now
 	n.LastSeen = now
 	n.DisconnectedAt = nil
+	e.changed()
 	e.instances = map[string]*llmscalerv1.InstanceStatus{}
 	for _, in := range h.GetInstances() {
 		e.instances[in.GetInstanceId()] = in
@@ -131,6 +146,7 @@ func (f *fleet) detach(c *agentConn, reason error) bool {
 		return false
 	}
 	e.conn = nil
+	e.changed()
 	now := f.now()
 	e.node.State = llmscalerv1.NodeState_NODE_STATE_DISCONNECTED
 	e.node.DisconnectedAt = timestamppb.New(now)
@@ -157,6 +173,7 @@ func (f *fleet) report(nodeID string, r *llmscalerv1.Report) {
 		// live samples that a fresher report already gave.
 		return
 	}
+	e.changed()
 	e.node.GpuSamples = r.GetGpus()
 	seen := make(map[string]bool, len(r.GetInstances()))
 	for _, in := range r.GetInstances() {
@@ -206,6 +223,7 @@ func (f *fleet) expire() []*llmscalerv1.Node {
 		if n.GetState() != llmscalerv1.NodeState_NODE_STATE_DISCONNECTED || now.Sub(n.GetDisconnectedAt().AsTime()) < f.grace {
 			continue
 		}
+		e.changed()
 		n.State = llmscalerv1.NodeState_NODE_STATE_LOST
 		e.unreported = false
 		e.instances = map[string]*llmscalerv1.InstanceStatus{}
@@ -237,6 +255,7 @@ func (f *fleet) setCordon(nodeID string, c *cordon, by string) {
 	} else {
 		e.node.Cordoned, e.node.CordonReason, e.node.Draining = true, c.Reason, c.Drain
 	}
+	e.changed()
 	if was == e.node.GetCordoned() && wasDraining == e.node.GetDraining() {
 		return
 	}
@@ -385,14 +404,59 @@ func phaseName(p llmscalerv1.InstancePhase) string {
 	return s
 }
 
-// snapshot copies every node and its instances for one reconcile pass.
+// snapshot is every node and its instances for one reconcile pass or evaluation, ordered
+// by node id. It is read-only: the nodes and instances in it are shared with the fleet and
+// with other snapshots. That is safe because the fleet never changes a stored instance or a
+// node's lists and maps in place (a report or a hello replaces them), and a node's own
+// fields are copied into a new view after each change. A view's last_seen may be older than
+// the node's: a heartbeat moves it without a new view.
 func (f *fleet) snapshot() []nodeSnapshot {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out := make([]nodeSnapshot, 0, len(f.nodes))
-	for _, e := range f.nodes {
-		out = append(out, nodeSnapshot{node: proto.Clone(e.node).(*llmscalerv1.Node), instances: sortedInstances(e.instances), unreported: e.unreported})
+	if f.ids == nil {
+		f.ids = slices.Sorted(maps.Keys(f.nodes))
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].node.GetNodeId() < out[j].node.GetNodeId() })
+	out := make([]nodeSnapshot, len(f.ids))
+	for i, id := range f.ids {
+		e := f.nodes[id]
+		if e.view == nil {
+			e.view = newNodeView(e)
+		}
+		out[i] = *e.view
+	}
 	return out
+}
+
+// newNodeView makes a node's view: a shallow copy of the node, its instances ordered by id,
+// and what evaluations and placement derive from them, computed once per change.
+func newNodeView(e *nodeEntry) *nodeSnapshot {
+	ins := slices.SortedFunc(maps.Values(e.instances), func(a, b *llmscalerv1.InstanceStatus) int {
+		return strings.Compare(a.GetInstanceId(), b.GetInstanceId())
+	})
+	v := &nodeSnapshot{node: shallowNode(e.node), instances: ins, unreported: e.unreported}
+	v.derive()
+	return v
+}
+
+// shallowNode copies a node's fields into a new message that shares its lists, maps and
+// timestamps (TestShallowNodeCopiesEveryField keeps it complete).
+func shallowNode(n *llmscalerv1.Node) *llmscalerv1.Node {
+	return &llmscalerv1.Node{
+		NodeId:         n.NodeId,
+		Labels:         n.Labels,
+		AgentVersion:   n.AgentVersion,
+		GpuBackend:     n.GpuBackend,
+		Gpus:           n.Gpus,
+		Profiles:       n.Profiles,
+		State:          n.State,
+		Cordoned:       n.Cordoned,
+		CordonReason:   n.CordonReason,
+		Address:        n.Address,
+		ConnectedAt:    n.ConnectedAt,
+		LastSeen:       n.LastSeen,
+		DisconnectedAt: n.DisconnectedAt,
+		GpuSamples:     n.GpuSamples,
+		InstanceCount:  n.InstanceCount,
+		Draining:       n.Draining,
+	}
 }

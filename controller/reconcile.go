@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/llmscaler/llmscaler/internal/placement"
+	"github.com/llmscaler/llmscaler/internal/scaling"
+	"github.com/llmscaler/llmscaler/internal/window"
 	llmscalerv1 "github.com/llmscaler/llmscaler/proto/llmscaler/v1"
 )
 
@@ -23,13 +25,74 @@ const (
 	avoidAfter    = 2
 )
 
-// nodeSnapshot is one node as the reconciler sees it in one pass.
+// nodeSnapshot is one node as the reconciler and the scaling loops see it in one pass. The
+// fields below derived are computed from the others by derive, once per change of the node
+// when the snapshot comes from the fleet.
 type nodeSnapshot struct {
 	node      *llmscalerv1.Node
 	instances []*llmscalerv1.InstanceStatus
 	// unreported: a node known from etcd whose agent has not connected since this term
 	// began; its instances are unknown, not absent.
 	unreported bool
+
+	derived bool
+	// place is the node for placement, its GPUs busy with the instances it runs.
+	place placement.Node
+	// replicas are the node's live (STARTING or READY) instances as the scaling loops
+	// observe them, each with its deployment.
+	replicas []nodeReplica
+}
+
+// nodeReplica is one live instance of a deployment as the scaling loops observe it, and the
+// cold start it measured (0 unless READY).
+type nodeReplica struct {
+	deployment string
+	profile    string
+	coldStart  time.Duration
+	replica    scaling.Replica
+}
+
+// derive computes the derived fields from the node and its instances.
+func (ns *nodeSnapshot) derive() {
+	n := ns.node
+	ns.place = placement.Node{
+		ID:        n.GetNodeId(),
+		Labels:    n.GetLabels(),
+		Profiles:  n.GetProfiles(),
+		Connected: n.GetState() == llmscalerv1.NodeState_NODE_STATE_CONNECTED,
+		Cordoned:  n.GetCordoned(),
+	}
+	samples := make(map[uint32]*llmscalerv1.GpuSample, len(n.GetGpuSamples()))
+	util := make(map[uint32]*float64, len(n.GetGpuSamples()))
+	for _, s := range n.GetGpuSamples() {
+		samples[s.GetIndex()] = s
+		util[s.GetIndex()] = s.UtilizationPercent
+	}
+	ns.place.GPUs = make([]placement.GPU, 0, len(n.GetGpus()))
+	for _, g := range n.GetGpus() {
+		pg := placement.GPU{Index: g.GetIndex(), MemoryTotalMiB: g.GetMemoryTotalMib(), Healthy: true}
+		if s := samples[g.GetIndex()]; s != nil {
+			pg.MemoryUsedMiB = s.MemoryUsedMib
+			if s.Healthy != nil && !s.GetHealthy() {
+				pg.Healthy = false
+			}
+		}
+		ns.place.GPUs = append(ns.place.GPUs, pg)
+	}
+	ns.replicas = nil
+	for _, in := range ns.instances {
+		if occupiesGPUs(in.GetPhase()) {
+			markBusy(&ns.place, in.GetGpuIndices())
+		}
+		if r, ok := observeInstance(in, util); ok {
+			nr := nodeReplica{deployment: in.GetDeployment(), profile: in.GetProfile(), replica: r}
+			if r.Phase == window.Ready {
+				nr.coldStart = in.GetColdStart().AsDuration()
+			}
+			ns.replicas = append(ns.replicas, nr)
+		}
+	}
+	ns.derived = true
 }
 
 // pendingStart is a desired instance its node has not reported yet.
@@ -142,41 +205,22 @@ func plan(now time.Time, deployments map[string]*llmscalerv1.Deployment, nodes [
 	seen := map[string]bool{}
 	order := make([]string, 0, len(nodes))
 	var unreported []string
-	for _, ns := range nodes {
+	for i := range nodes {
+		ns := &nodes[i]
+		if !ns.derived {
+			ns.derive()
+		}
 		n := ns.node
 		if ns.unreported {
 			unreported = append(unreported, n.GetNodeId())
 		}
 		draining[n.GetNodeId()] = n.GetDraining()
-		v := &placement.Node{
-			ID:        n.GetNodeId(),
-			Labels:    n.GetLabels(),
-			Profiles:  n.GetProfiles(),
-			Connected: n.GetState() == llmscalerv1.NodeState_NODE_STATE_CONNECTED,
-			Cordoned:  n.GetCordoned(),
-		}
-		samples := map[uint32]*llmscalerv1.GpuSample{}
-		for _, s := range n.GetGpuSamples() {
-			samples[s.GetIndex()] = s
-		}
-		for _, g := range n.GetGpus() {
-			pg := placement.GPU{Index: g.GetIndex(), MemoryTotalMiB: g.GetMemoryTotalMib(), Healthy: true}
-			if s := samples[g.GetIndex()]; s != nil {
-				pg.MemoryUsedMiB = s.MemoryUsedMib
-				if s.Healthy != nil && !s.GetHealthy() {
-					pg.Healthy = false
-				}
-			}
-			v.GPUs = append(v.GPUs, pg)
-		}
+		v := ns.place // shares the GPUs: markBusy copies them before it marks one
 		for _, in := range ns.instances {
 			seen[in.GetInstanceId()] = true
-			if occupiesGPUs(in.GetPhase()) {
-				markBusy(v, in.GetGpuIndices())
-			}
 			byDeployment[in.GetDeployment()] = append(byDeployment[in.GetDeployment()], placed{n.GetNodeId(), in})
 		}
-		views[n.GetNodeId()] = v
+		views[n.GetNodeId()] = &v
 		order = append(order, n.GetNodeId())
 	}
 	stopping := st.stopping()
@@ -244,11 +288,13 @@ func plan(now time.Time, deployments map[string]*llmscalerv1.Deployment, nodes [
 		}
 		if need > 0 {
 			req := placement.Request{Profile: spec.GetProfile(), GPUs: int(spec.GetGpusPerReplica()), GPUMemoryMiB: spec.GetGpuMemoryMib(), Selector: spec.GetNodeSelector()}
+			on := replicasByNode(good, drained, pendingBy[name])
+			cands := make([]placement.Node, 0, len(order))
 			for i := 0; i < need; i++ {
-				cands := make([]placement.Node, 0, len(order))
+				cands = cands[:0]
 				for _, id := range order {
 					v := *views[id]
-					v.Replicas = replicasOn(id, good, drained, pendingBy[name])
+					v.Replicas = on[id]
 					v.Avoid = st.avoid(name, id, now)
 					cands = append(cands, v)
 				}
@@ -259,6 +305,7 @@ func plan(now time.Time, deployments map[string]*llmscalerv1.Deployment, nodes [
 				}
 				id := newID(name)
 				markBusy(views[ch.NodeID], ch.GPUs)
+				on[ch.NodeID]++
 				ps := &pendingStart{instanceID: id, deployment: name, nodeID: ch.NodeID, gpus: ch.GPUs}
 				pendingBy[name] = append(pendingBy[name], ps)
 				starts = append(starts, startAction{nodeID: ch.NodeID, start: &llmscalerv1.StartInstance{
@@ -315,24 +362,20 @@ func markBusy(v *placement.Node, gpus []uint32) {
 	v.GPUs = gs
 }
 
-func replicasOn(node string, good, drained []placed, pending []*pendingStart) int {
-	n := 0
+// replicasByNode counts a deployment's replicas on each node: live, on draining nodes, and
+// started but not reported yet.
+func replicasByNode(good, drained []placed, pending []*pendingStart) map[string]int {
+	on := make(map[string]int, len(good)+len(drained)+len(pending))
 	for _, p := range good {
-		if p.nodeID == node {
-			n++
-		}
+		on[p.nodeID]++
 	}
 	for _, p := range drained {
-		if p.nodeID == node {
-			n++
-		}
+		on[p.nodeID]++
 	}
 	for _, p := range pending {
-		if p.nodeID == node {
-			n++
-		}
+		on[p.nodeID]++
 	}
-	return n
+	return on
 }
 
 // victims picks n instances to stop: STARTING ones first (they serve nothing yet), then
