@@ -97,4 +97,3 @@ func busyGPUs(ns nodeSnapshot) int {
 	}
 	return n
 }
-
