@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -371,6 +372,58 @@ func (s adminService) WatchEvents(r *llmscalerv1.WatchEventsRequest, stream llms
 	}
 }
 
+// etcdCluster is the part of the cluster status read from etcd's cluster API: its members,
+// which leads and which answer.
+type etcdCluster struct {
+	members []*llmscalerv1.EtcdMember
+}
+
+// etcdStatusAge is how old the etcd members in GetClusterStatus may be. Reading them takes
+// a member list and a status call to every endpoint, round trips that wait
+// behind whatever etcd is doing (a connect storm's writes): dashboards and scripts that
+// poll the status every second cost etcd one read a second however many there are.
+const etcdStatusAge = time.Second
+
+// etcdStatusCache keeps the last etcdCluster read for etcdStatusAge. One caller reads at a
+// time; the others wait for its answer rather than asking etcd again.
+type etcdStatusCache struct {
+	mu   sync.Mutex
+	at   time.Time
+	last etcdCluster
+}
+
+func (ec *etcdStatusCache) get(ctx context.Context, now time.Time, read func(context.Context) (etcdCluster, error)) (etcdCluster, error) {
+	ec.mu.Lock()
+	defer ec.mu.Unlock()
+	if !ec.at.IsZero() && now.Sub(ec.at) < etcdStatusAge {
+		return ec.last, nil
+	}
+	v, err := read(ctx)
+	if err != nil {
+		return etcdCluster{}, err
+	}
+	ec.at, ec.last = now, v
+	return v, nil
+}
+
+// readEtcdCluster reads the etcd part of the cluster status.
+func (c *Controller) readEtcdCluster(ctx context.Context) (etcdCluster, error) {
+	mctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	members, err := c.store.cli.MemberList(mctx)
+	if err != nil {
+		return etcdCluster{}, err
+	}
+	var out etcdCluster
+	etcdLeader, reachable := c.store.memberStatus(ctx, time.Second)
+	for _, m := range members.Members {
+		out.members = append(out.members, &llmscalerv1.EtcdMember{
+			Name: m.Name, Id: fmt.Sprintf("%x", m.ID), ClientUrls: m.ClientURLs, IsLeader: m.ID == etcdLeader, Reachable: reachable[m.ID],
+		})
+	}
+	return out, nil
+}
+
 func (s adminService) GetClusterStatus(ctx context.Context, _ *llmscalerv1.GetClusterStatusRequest) (*llmscalerv1.GetClusterStatusResponse, error) {
 	c := s.c
 	v := c.currentView()
@@ -380,19 +433,14 @@ func (s adminService) GetClusterStatus(ctx context.Context, _ *llmscalerv1.GetCl
 		AnsweredBy:  c.info,
 		Controllers: v.candidates,
 	}
-	mctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	members, err := c.store.cli.MemberList(mctx)
+	ec, err := c.etcdStatus.get(ctx, c.now(), func(ctx context.Context) (etcdCluster, error) { return c.readEtcdCluster(ctx) })
 	if err != nil {
 		return nil, storeError(err)
 	}
-	etcdLeader, reachable := c.store.memberStatus(ctx, time.Second)
-	for _, m := range members.Members {
-		resp.EtcdMembers = append(resp.EtcdMembers, &llmscalerv1.EtcdMember{
-			Name: m.Name, Id: fmt.Sprintf("%x", m.ID), ClientUrls: m.ClientURLs, IsLeader: m.ID == etcdLeader, Reachable: reachable[m.ID],
-		})
-	}
-	cnt, err := c.store.cli.Get(mctx, c.store.deploymentsPrefix(), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	resp.EtcdMembers = ec.members
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	cnt, err := c.store.cli.Get(cctx, c.store.deploymentsPrefix(), clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil {
 		return nil, storeError(err)
 	}

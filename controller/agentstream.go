@@ -201,7 +201,9 @@ func (c *Controller) serveAgent(stream llmscalerv1.AgentService_ConnectServer, t
 			log.Info("agent disconnected", "error", endErr)
 		}
 	}()
-	if err := c.store.putNode(ctx, t.fence, node); err != nil {
+	// The record is stored before the welcome, so that a leader after this one knows the
+	// node runs servers it may not see yet; the writer batches the writes of a storm.
+	if err := t.nodes.put(ctx, node); err != nil {
 		endErr = err
 		return status.Errorf(codes.Unavailable, "register node: %v", err)
 	}
@@ -297,6 +299,9 @@ func (c *Controller) handleAgentMessage(t *term, nodeID string, m *llmscalerv1.C
 	case *llmscalerv1.ConnectRequest_Report:
 		c.metrics.messages.WithLabelValues("report").Inc()
 		t.fleet.report(nodeID, msg.Report)
+		if at := msg.Report.GetTime(); at != nil && !msg.Report.GetBuffered() {
+			c.metrics.ingest.Observe(max(0, c.now().Sub(at.AsTime()).Seconds()))
+		}
 		t.engine.poke()
 	case *llmscalerv1.ConnectRequest_Heartbeat:
 		c.metrics.messages.WithLabelValues("heartbeat").Inc()

@@ -396,7 +396,9 @@ func TestLeaderStopHandsOverAndFencesOldWrites(t *testing.T) {
 	}
 	// A write under the old leader's fence fails now.
 	oldFence.cli = b.store.cli // a's client is closed with a
-	err = b.store.putNode(ctxT(t), oldFence, &llmscalerv1.Node{NodeId: "n1"})
+	w := newNodeWriter(b.store, oldFence)
+	go func() { _ = w.run(ctxT(t)) }()
+	err = w.put(ctxT(t), &llmscalerv1.Node{NodeId: "n1"})
 	if !errors.Is(err, errFenced) {
 		t.Fatalf("write under the old fence: %v, want errFenced", err)
 	}

@@ -202,6 +202,8 @@ type Controller struct {
 	store   *store
 	health  *health.Server
 	limits  *limiters
+	// etcdStatus caches the etcd part of GetClusterStatus.
+	etcdStatus etcdStatusCache
 
 	mu   sync.Mutex
 	term *term

@@ -27,6 +27,7 @@ type term struct {
 	fleet      *fleet
 	reconciler *reconciler
 	engine     *engine
+	nodes      *nodeWriter
 	routers    *routerBook
 	since      time.Time
 	log        hclog.Logger
@@ -58,6 +59,7 @@ func (c *Controller) lead(ctx context.Context, key string, epoch int64, log hclo
 	}
 	t.reconciler = newReconciler(c, t)
 	t.engine = newEngine(c, t)
+	t.nodes = newNodeWriter(c.store, t.fence)
 	// Every fleet event (a node came or went, an instance changed phase) is worth a pass.
 	t.fleet = newFleet(c.now, c.cfg.NodeGrace, func(e *llmscalerv1.Event) {
 		c.events.publish(e)
@@ -87,6 +89,7 @@ func (c *Controller) lead(ctx context.Context, key string, epoch int64, log hclo
 	c.events.publish(&llmscalerv1.Event{Time: timestamppb.New(t.since), Type: llmscalerv1.EventType_EVENT_TYPE_LEADER_ELECTED,
 		Message: fmt.Sprintf("controller %s leads at epoch %d", c.info.GetId(), epoch)})
 
+	g.Go(func() error { return t.nodes.run(gctx) })
 	g.Go(func() error { return c.expireNodes(gctx, t) })
 	g.Go(func() error { return c.watchCordons(gctx, t, cordonRev) })
 	g.Go(func() error { return c.watchDeployments(gctx, t, deployRev) })
@@ -144,10 +147,19 @@ func (c *Controller) expireNodes(ctx context.Context, t *term) error {
 		case <-ctx.Done():
 			return nil
 		case <-tk.C:
+			var stored []<-chan error
 			for _, n := range t.fleet.expire() {
 				t.log.Info("node lost", "node_id", n.GetNodeId())
-				if err := c.store.putNode(ctx, t.fence, n); err != nil {
-					return fmt.Errorf("store lost node %s: %w", n.GetNodeId(), err)
+				stored = append(stored, t.nodes.queue(n))
+			}
+			for _, done := range stored {
+				select {
+				case err := <-done:
+					if err != nil {
+						return fmt.Errorf("store lost nodes: %w", err)
+					}
+				case <-ctx.Done():
+					return nil
 				}
 			}
 		}

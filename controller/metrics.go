@@ -19,6 +19,9 @@ type metrics struct {
 	messages      *prometheus.CounterVec
 	desiredSent   prometheus.Counter
 	forwarded     prometheus.Counter
+	// ingest is the time from a report's timestamp (the agent's clock) to the leader's
+	// fleet view holding it, which the next evaluation reads.
+	ingest prometheus.Histogram
 	// refused counts calls refused by authorization or the rate limit, by gRPC code.
 	refused *prometheus.CounterVec
 	// endpointUpdates counts routing tables sent to routers; routerReports the reports
@@ -46,6 +49,9 @@ func newMetrics(c *Controller) *metrics {
 			Help: "Messages received from agents, by type."}, []string{"type"}),
 		desiredSent: prometheus.NewCounter(prometheus.CounterOpts{Name: "llmscaler_controller_desired_states_sent_total",
 			Help: "Desired states sent to agents."}),
+		ingest: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "llmscaler_controller_report_ingest_seconds",
+			Help:    "Time from an agent's report (its timestamp, so agent and controller clocks must agree) to the leader's fleet view holding it.",
+			Buckets: []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5}}),
 		forwarded: prometheus.NewCounter(prometheus.CounterOpts{Name: "llmscaler_controller_admin_forwarded_total",
 			Help: "Admin calls this follower forwarded to the leader."}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llmscaler_controller_calls_refused_total",
@@ -61,7 +67,7 @@ func newMetrics(c *Controller) *metrics {
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llmscaler_deployment_decisions_total",
 			Help: "Policy evaluations by deployment and kind: scale_up, scale_down, hold (a recommended change that clamps held back), dry_run."}, []string{"deployment", "kind"}),
 	}
-	m.reg.MustRegister(m.desired, m.current, m.decisions, m.isLeader, m.epoch, m.leaderChanges, m.streams, m.messages, m.desiredSent, m.forwarded, m.refused, m.endpointUpdates, m.routerReports,
+	m.reg.MustRegister(m.desired, m.current, m.decisions, m.isLeader, m.epoch, m.leaderChanges, m.streams, m.messages, m.desiredSent, m.ingest, m.forwarded, m.refused, m.endpointUpdates, m.routerReports,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		nodeCollector{c})
 	return m

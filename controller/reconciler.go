@@ -92,9 +92,17 @@ func (r *reconciler) status(name string) string {
 	return r.messages[name]
 }
 
+// passShare bounds the reconciler's share of a core when pokes come faster than passes
+// end (every node of a connect storm publishes an event, each a poke): after a pass that
+// took d, the next one waits d*(1/passShare - 1) first. At 10,000 nodes a pass takes about
+// 20 ms, so a fleet event waits at most 80 ms more for its pass; a decision does not wait
+// (the engine runs its own pass).
+const passShare = 0.2
+
 func (r *reconciler) run(ctx context.Context) error {
 	tk := time.NewTicker(r.every)
 	defer tk.Stop()
+	var rest time.Duration
 	for {
 		select {
 		case <-ctx.Done():
@@ -102,7 +110,17 @@ func (r *reconciler) run(ctx context.Context) error {
 		case <-tk.C:
 		case <-r.poked:
 		}
+		if rest > 0 {
+			// Pokes that arrive meanwhile coalesce into the one pass after the rest.
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(rest):
+			}
+		}
+		began := time.Now()
 		r.pass()
+		rest = time.Duration(float64(time.Since(began)) * (1/passShare - 1))
 	}
 }
 

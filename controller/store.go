@@ -267,18 +267,14 @@ func (s *store) nodes(ctx context.Context) ([]*llmscalerv1.Node, error) {
 	return out, nil
 }
 
-// putNode stores a node record under the leader's fence. Live fields (samples) are not stored.
-func (s *store) putNode(ctx context.Context, f fence, n *llmscalerv1.Node) error {
-	rec := proto.Clone(n).(*llmscalerv1.Node)
-	rec.GpuSamples = nil
-	rec.LastSeen = nil
-	rec.InstanceCount = 0
-	rec.Cordoned, rec.CordonReason, rec.Draining = false, "", false
-	val, err := proto.Marshal(rec)
+// nodeOp is the write of a node's record (nodeRecord); the leader's nodeWriter commits
+// these in fenced batches.
+func (s *store) nodeOp(n *llmscalerv1.Node) (clientv3.Op, error) {
+	val, err := proto.Marshal(nodeRecord(n))
 	if err != nil {
-		return fmt.Errorf("encode node %s: %w", n.GetNodeId(), err)
+		return clientv3.Op{}, fmt.Errorf("encode node %s: %w", n.GetNodeId(), err)
 	}
-	return f.commit(ctx, clientv3.OpPut(s.nodeKey(n.GetNodeId()), string(val)))
+	return clientv3.OpPut(s.nodeKey(n.GetNodeId()), string(val)), nil
 }
 
 func decodeCordon(b []byte) (*cordon, error) {

@@ -30,6 +30,9 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := s.common.StartPprof(ctx, log); err != nil {
+		return err
+	}
 	var endpoints []cli.Endpoint
 	for _, c := range cfg.Controllers {
 		endpoints = append(endpoints, cli.Endpoint{Flag: "--controller", Addr: c})

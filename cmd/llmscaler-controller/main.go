@@ -34,6 +34,9 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := s.common.StartPprof(ctx, log); err != nil {
+		return err
+	}
 	endpoints := []cli.Endpoint{{Flag: "--grpc-addr", Addr: cfg.GRPCAddr}}
 	if cfg.AdvertiseAddr != "" {
 		endpoints = append(endpoints, cli.Endpoint{Flag: "--advertise-addr", Addr: cfg.AdvertiseAddr})

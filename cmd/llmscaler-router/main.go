@@ -35,6 +35,9 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := s.common.StartPprof(ctx, log); err != nil {
+		return err
+	}
 	rt, err := router.New(router.Config{Logger: log.Named("router")})
 	if err != nil {
 		return err

@@ -26,6 +26,8 @@ type Common struct {
 	LogJSON  bool
 	Version  bool
 	Config   string
+	// PprofAddr serves Go's profiles there when set (StartPprof).
+	PprofAddr string
 }
 
 // fileless are the common flags a config file may not set: a file does not name another
@@ -37,6 +39,7 @@ func (c *Common) Register(fs *flag.FlagSet) {
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
 	fs.BoolVar(&c.LogJSON, "log-json", false, "log JSON lines")
 	fs.BoolVar(&c.Version, "version", false, "print the version and exit")
+	fs.StringVar(&c.PprofAddr, "pprof-addr", "", "serve Go's profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060; off when empty")
 	fs.StringVar(&c.Config, "config", "", "YAML file of settings keyed by flag name (see deploy/); flags on the command line override it")
 }
 

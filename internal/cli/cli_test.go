@@ -60,7 +60,7 @@ func TestParseConfig(t *testing.T) {
 
 func TestCheckExampleReservesCommonFlags(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "example.yaml")
-	if err := os.WriteFile(path, []byte("# log-level: info\n# log-json: false\n"), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte("# log-level: info\n# log-json: false\n# pprof-addr: \"\"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	newFlags := func() *flag.FlagSet {
@@ -71,7 +71,7 @@ func TestCheckExampleReservesCommonFlags(t *testing.T) {
 	if err := CheckExample(path, newFlags); err != nil {
 		t.Errorf("CheckExample: %v", err)
 	}
-	if err := os.WriteFile(path, []byte("# log-level: info\n"), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte("# log-level: info\n# pprof-addr: \"\"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := CheckExample(path, newFlags); err == nil || !strings.HasSuffix(err.Error(), `does not show flags "log-json"`) {
