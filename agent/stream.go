@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -158,6 +159,12 @@ func (a *Agent) connect(ctx context.Context) error {
 		}
 
 		d := a.cfg.Backoff.Delay(failures)
+		if welcomed && a.cfg.Backoff.Base > 0 {
+			// A stream that served and ended usually ended for every agent at once (the
+			// leader died or stepped down): the first retry is spread over twice the base
+			// delay, not the ±jitter around it, so that a fleet does not reconnect in one wave.
+			d = rand.N(2 * a.cfg.Backoff.Base)
+		}
 		failures++
 		if err := a.wait(ctx, d); err != nil {
 			return nil

@@ -25,6 +25,14 @@ const helloTimeout = 10 * time.Second
 // maxGPUsPerNode bounds the inventory one hello may claim.
 const maxGPUsPerNode = 64
 
+// maxAdmitting bounds the agent streams between hello and their first desired state: when
+// thousands of agents connect at once (a controller restart, a failover), the rest wait
+// blocked, costing nothing, instead of all running at once in front of the goroutines that
+// keep the leader's etcd lease alive. Admission is quick (the node record is written in
+// batches), so the queue drains at thousands a second, well inside an agent's wait for
+// its welcome.
+const maxAdmitting = 64
+
 // agentService serves AgentService/Connect.
 type agentService struct {
 	llmscalerv1.UnimplementedAgentServiceServer
@@ -183,6 +191,23 @@ func (c *Controller) serveAgent(stream llmscalerv1.AgentService_ConnectServer, t
 	stop := context.AfterFunc(t.ctx, func() { cancel(errors.New("leadership ended")) })
 	defer stop()
 
+	c.metrics.admitWaiting.Inc()
+	select {
+	case c.admitting <- struct{}{}:
+		c.metrics.admitWaiting.Dec()
+	case <-ctx.Done():
+		c.metrics.admitWaiting.Dec()
+		return status.Errorf(codes.Unavailable, "not admitted: %v", context.Cause(ctx))
+	}
+	admitted := true
+	admitDone := func() {
+		if admitted {
+			admitted = false
+			<-c.admitting
+		}
+	}
+	defer admitDone()
+
 	addr := "unknown"
 	if p, ok := peer.FromContext(ctx); ok {
 		addr = p.Addr.String()
@@ -239,6 +264,7 @@ func (c *Controller) serveAgent(stream llmscalerv1.AgentService_ConnectServer, t
 		endErr = err
 		return err
 	}
+	admitDone()
 
 	recv, recvErr, _ := transport.Receive(ctx, stream.Recv)
 

@@ -202,6 +202,8 @@ type Controller struct {
 	store   *store
 	health  *health.Server
 	limits  *limiters
+	// admitting holds a token for each agent stream being admitted (maxAdmitting).
+	admitting chan struct{}
 	// etcdStatus caches the etcd part of GetClusterStatus.
 	etcdStatus etcdStatusCache
 
@@ -243,15 +245,16 @@ func New(cfg Config, log hclog.Logger) (*Controller, error) {
 		cfg.ID = fmt.Sprintf("%s-%d", host, gl.Addr().(*net.TCPAddr).Port)
 	}
 	c := &Controller{
-		cfg:     cfg,
-		log:     log.Named("controller").With("controller_id", cfg.ID),
-		now:     cfg.Now,
-		grpcLis: gl,
-		httpLis: hl,
-		events:  newEventHub(),
-		changes: newNotifier(),
-		health:  health.NewServer(),
-		limits:  newLimiters(cfg.AdminRate, cfg.AdminBurst),
+		cfg:       cfg,
+		log:       log.Named("controller").With("controller_id", cfg.ID),
+		now:       cfg.Now,
+		grpcLis:   gl,
+		admitting: make(chan struct{}, maxAdmitting),
+		httpLis:   hl,
+		events:    newEventHub(),
+		changes:   newNotifier(),
+		health:    health.NewServer(),
+		limits:    newLimiters(cfg.AdminRate, cfg.AdminBurst),
 	}
 	c.info = &llmscalerv1.ControllerInfo{Id: cfg.ID, GrpcAddress: adv, Version: buildinfo.Version()}
 	if hl != nil {

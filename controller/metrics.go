@@ -16,6 +16,8 @@ type metrics struct {
 	epoch         prometheus.Gauge
 	leaderChanges prometheus.Counter
 	streams       prometheus.Gauge
+	// admitWaiting counts agent streams waiting for admission (maxAdmitting).
+	admitWaiting prometheus.Gauge
 	messages      *prometheus.CounterVec
 	desiredSent   prometheus.Counter
 	forwarded     prometheus.Counter
@@ -45,6 +47,8 @@ func newMetrics(c *Controller) *metrics {
 			Help: "Leadership terms this controller has won."}),
 		streams: prometheus.NewGauge(prometheus.GaugeOpts{Name: "llmscaler_controller_agent_streams",
 			Help: "Agent streams this controller serves."}),
+		admitWaiting: prometheus.NewGauge(prometheus.GaugeOpts{Name: "llmscaler_controller_agent_streams_waiting",
+			Help: "Agent streams that sent their hello and wait for admission (at most 64 are admitted at once)."}),
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llmscaler_controller_agent_messages_total",
 			Help: "Messages received from agents, by type."}, []string{"type"}),
 		desiredSent: prometheus.NewCounter(prometheus.CounterOpts{Name: "llmscaler_controller_desired_states_sent_total",
@@ -67,7 +71,7 @@ func newMetrics(c *Controller) *metrics {
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "llmscaler_deployment_decisions_total",
 			Help: "Policy evaluations by deployment and kind: scale_up, scale_down, hold (a recommended change that clamps held back), dry_run."}, []string{"deployment", "kind"}),
 	}
-	m.reg.MustRegister(m.desired, m.current, m.decisions, m.isLeader, m.epoch, m.leaderChanges, m.streams, m.messages, m.desiredSent, m.ingest, m.forwarded, m.refused, m.endpointUpdates, m.routerReports,
+	m.reg.MustRegister(m.desired, m.current, m.decisions, m.isLeader, m.epoch, m.leaderChanges, m.streams, m.admitWaiting, m.messages, m.desiredSent, m.ingest, m.forwarded, m.refused, m.endpointUpdates, m.routerReports,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		nodeCollector{c})
 	return m
