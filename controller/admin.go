@@ -214,24 +214,25 @@ func (s adminService) ListDeployments(ctx context.Context, r *llmscalerv1.ListDe
 	}
 	from, to, next := p.page(keys)
 	ds = ds[from:to]
-	for _, d := range ds {
-		s.c.fillStatus(d)
-	}
+	s.c.fillStatus(ds...)
 	return &llmscalerv1.ListDeploymentsResponse{Deployments: ds, NextPageToken: next, TotalSize: int32(len(keys))}, nil
 }
 
 // fillStatus adds the leader's live view to a stored deployment. Off the leader (no leader
 // elected) the status stays empty.
-func (c *Controller) fillStatus(d *llmscalerv1.Deployment) {
+func (c *Controller) fillStatus(ds ...*llmscalerv1.Deployment) {
 	t := c.currentTerm()
-	if t == nil {
+	if t == nil || len(ds) == 0 {
 		return
 	}
-	st := &llmscalerv1.DeploymentStatus{DesiredReplicas: t.reconciler.desired(d), Replicas: map[string]uint32{}, Message: t.reconciler.status(d.GetSpec().GetName())}
-	for _, in := range t.fleet.instances(d.GetSpec().GetName(), "") {
-		st.Replicas[phaseName(in.GetStatus().GetPhase())]++
+	phases := t.fleet.phases()
+	for _, d := range ds {
+		st := &llmscalerv1.DeploymentStatus{DesiredReplicas: t.reconciler.desired(d), Replicas: map[string]uint32{}, Message: t.reconciler.status(d.GetSpec().GetName())}
+		for ph, n := range phases[d.GetSpec().GetName()] {
+			st.Replicas[phaseName(ph)] += n
+		}
+		d.Status = st
 	}
-	d.Status = st
 }
 
 func (s adminService) DeleteDeployment(ctx context.Context, r *llmscalerv1.DeleteDeploymentRequest) (*llmscalerv1.DeleteDeploymentResponse, error) {
@@ -438,13 +439,19 @@ func (s adminService) GetClusterStatus(ctx context.Context, _ *llmscalerv1.GetCl
 		return nil, storeError(err)
 	}
 	resp.EtcdMembers = ec.members
-	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	cnt, err := c.store.cli.Get(cctx, c.store.deploymentsPrefix(), clientv3.WithPrefix(), clientv3.WithCountOnly())
-	if err != nil {
-		return nil, storeError(err)
+	if t := c.currentTerm(); t != nil {
+		// The leader follows the deployments through its watch: no read of etcd, which
+		// may be busy with a storm of node records.
+		resp.Deployments = uint32(t.reconciler.deploymentCount())
+	} else {
+		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		cnt, err := c.store.cli.Get(cctx, c.store.deploymentsPrefix(), clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil {
+			return nil, storeError(err)
+		}
+		resp.Deployments = uint32(cnt.Count)
 	}
-	resp.Deployments = uint32(cnt.Count)
 	if t := c.currentTerm(); t != nil {
 		// The leader knows it leads before its own election watch says so.
 		resp.Leader, resp.Epoch = c.info, t.epoch

@@ -291,12 +291,11 @@ func (f *fleet) nodePage(keep func(*llmscalerv1.Node) bool, p pageRequest) (node
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	ids := make([]string, 0, len(f.nodes))
-	for id, e := range f.nodes {
-		if keep(e.node) {
+	for _, id := range f.sortedIDs() {
+		if keep(f.nodes[id].node) {
 			ids = append(ids, id)
 		}
 	}
-	sort.Strings(ids)
 	from, to, next := p.page(ids)
 	nodes = make([]*llmscalerv1.Node, 0, to-from)
 	for _, id := range ids[from:to] {
@@ -310,18 +309,19 @@ func (f *fleet) nodePage(keep func(*llmscalerv1.Node) bool, p pageRequest) (node
 func (f *fleet) instancePage(nodeID string, keep func(*llmscalerv1.InstanceStatus) bool, p pageRequest) (ins []*llmscalerv1.Instance, next string, total int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var keys []string // node id, NUL, instance id: sorts by node, then instance
-	for id, e := range f.nodes {
+	// Keys are node id, NUL, instance id: they sort by node, then instance, which is the
+	// order of the sorted node ids and each view's sorted instances, so nothing is sorted.
+	var keys []string
+	for _, id := range f.sortedIDs() {
 		if nodeID != "" && id != nodeID {
 			continue
 		}
-		for iid, in := range e.instances {
+		for _, in := range f.view(id).instances {
 			if keep(in) {
-				keys = append(keys, id+"\x00"+iid)
+				keys = append(keys, id+"\x00"+in.GetInstanceId())
 			}
 		}
 	}
-	sort.Strings(keys)
 	from, to, next := p.page(keys)
 	ins = make([]*llmscalerv1.Instance, 0, to-from)
 	for _, k := range keys[from:to] {
@@ -342,22 +342,22 @@ func (f *fleet) getNode(id string) (*llmscalerv1.Node, []*llmscalerv1.InstanceSt
 	return proto.Clone(e.node).(*llmscalerv1.Node), sortedInstances(e.instances), true
 }
 
-// instances returns the instances that pass the filter, ordered by node and instance id.
-func (f *fleet) instances(deployment, nodeID string) []*llmscalerv1.Instance {
+// phases counts the instances of each deployment by phase, in one pass and copying nothing:
+// what ListDeployments and the status page's history need, at any fleet size.
+func (f *fleet) phases() map[string]map[llmscalerv1.InstancePhase]uint32 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var out []*llmscalerv1.Instance
-	for id, e := range f.nodes {
-		if nodeID != "" && id != nodeID {
-			continue
-		}
-		for _, in := range sortedInstances(e.instances) {
-			if deployment == "" || in.GetDeployment() == deployment {
-				out = append(out, &llmscalerv1.Instance{NodeId: id, Status: in})
+	out := map[string]map[llmscalerv1.InstancePhase]uint32{}
+	for _, e := range f.nodes {
+		for _, in := range e.instances {
+			m := out[in.GetDeployment()]
+			if m == nil {
+				m = map[llmscalerv1.InstancePhase]uint32{}
+				out[in.GetDeployment()] = m
 			}
+			m[in.GetPhase()]++
 		}
 	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].GetNodeId() < out[j].GetNodeId() })
 	return out
 }
 
@@ -413,18 +413,29 @@ func phaseName(p llmscalerv1.InstancePhase) string {
 func (f *fleet) snapshot() []nodeSnapshot {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	ids := f.sortedIDs()
+	out := make([]nodeSnapshot, len(ids))
+	for i, id := range ids {
+		out[i] = *f.view(id)
+	}
+	return out
+}
+
+// sortedIDs is every node id in order; the caller holds the lock and must not change it.
+func (f *fleet) sortedIDs() []string {
 	if f.ids == nil {
 		f.ids = slices.Sorted(maps.Keys(f.nodes))
 	}
-	out := make([]nodeSnapshot, len(f.ids))
-	for i, id := range f.ids {
-		e := f.nodes[id]
-		if e.view == nil {
-			e.view = newNodeView(e)
-		}
-		out[i] = *e.view
+	return f.ids
+}
+
+// view is a node's view, made if a change dropped it; the caller holds the lock.
+func (f *fleet) view(id string) *nodeSnapshot {
+	e := f.nodes[id]
+	if e.view == nil {
+		e.view = newNodeView(e)
 	}
-	return out
+	return e.view
 }
 
 // newNodeView makes a node's view: a shallow copy of the node, its instances ordered by id,

@@ -85,6 +85,13 @@ func (r *reconciler) deleteDeployment(name string) {
 	r.poke()
 }
 
+// deploymentCount is the number of deployments the leader knows.
+func (r *reconciler) deploymentCount() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.deployments)
+}
+
 // status is the deployment's reconcile message: why it is not at its desired count.
 func (r *reconciler) status(name string) string {
 	r.mu.Lock()

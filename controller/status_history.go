@@ -101,16 +101,11 @@ func (e *engine) sampleHistory() {
 		deps = append(deps, d)
 	}
 	e.mu.Unlock()
-	ready := map[string]uint32{}
-	for _, in := range e.t.fleet.instances("", "") {
-		if in.GetStatus().GetPhase() == llmscalerv1.InstancePhase_INSTANCE_PHASE_READY {
-			ready[in.GetStatus().GetDeployment()]++
-		}
-	}
+	phases := e.t.fleet.phases()
 	pts := make(map[string]historyPoint, len(deps))
 	for _, d := range deps {
 		name := d.GetSpec().GetName()
-		pts[name] = historyPoint{at: now, desired: e.t.reconciler.desired(d), ready: ready[name]}
+		pts[name] = historyPoint{at: now, desired: e.t.reconciler.desired(d), ready: phases[name][llmscalerv1.InstancePhase_INSTANCE_PHASE_READY]}
 	}
 	e.history.record(pts)
 }
