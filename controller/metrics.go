@@ -18,9 +18,9 @@ type metrics struct {
 	streams       prometheus.Gauge
 	// admitWaiting counts agent streams waiting for admission (maxAdmitting).
 	admitWaiting prometheus.Gauge
-	messages      *prometheus.CounterVec
-	desiredSent   prometheus.Counter
-	forwarded     prometheus.Counter
+	messages     *prometheus.CounterVec
+	desiredSent  prometheus.Counter
+	forwarded    prometheus.Counter
 	// ingest is the time from a report's timestamp (the agent's clock) to the leader's
 	// fleet view holding it, which the next evaluation reads.
 	ingest prometheus.Histogram
