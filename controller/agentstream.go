@@ -25,12 +25,11 @@ const helloTimeout = 10 * time.Second
 // maxGPUsPerNode bounds the inventory one hello may claim.
 const maxGPUsPerNode = 64
 
-// maxAdmitting bounds the agent streams between hello and their first desired state: when
-// thousands of agents connect at once (a controller restart, a failover), the rest wait
-// blocked, costing nothing, instead of all running at once in front of the goroutines that
-// keep the leader's etcd lease alive. Admission is quick (the node record is written in
-// batches), so the queue drains at thousands a second, well inside an agent's wait for
-// its welcome.
+// maxAdmitting bounds the agent streams registering at once (hello to the node record
+// queued for etcd): when thousands of agents connect at once (a controller restart, a
+// failover), the rest wait blocked, costing nothing, instead of all running at once in front
+// of the goroutines that keep the leader's etcd lease alive. Admission is quick, so the queue
+// drains at thousands a second, well inside an agent's wait for its welcome.
 const maxAdmitting = 64
 
 // agentService serves AgentService/Connect.
@@ -228,7 +227,17 @@ func (c *Controller) serveAgent(stream llmscalerv1.AgentService_ConnectServer, t
 	}()
 	// The record is stored before the welcome, so that a leader after this one knows the
 	// node runs servers it may not see yet; the writer batches the writes of a storm.
-	if err := t.nodes.put(ctx, node); err != nil {
+	stored := t.nodes.queue(node)
+	// The wait for etcd holds no admission: it costs no CPU, and a storm's records are
+	// written in batches only while many are queued.
+	admitDone()
+	var regErr error
+	select {
+	case regErr = <-stored:
+	case <-ctx.Done():
+		regErr = context.Cause(ctx)
+	}
+	if err := regErr; err != nil {
 		endErr = err
 		return status.Errorf(codes.Unavailable, "register node: %v", err)
 	}
@@ -264,7 +273,6 @@ func (c *Controller) serveAgent(stream llmscalerv1.AgentService_ConnectServer, t
 		endErr = err
 		return err
 	}
-	admitDone()
 
 	recv, recvErr, _ := transport.Receive(ctx, stream.Recv)
 

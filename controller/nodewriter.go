@@ -3,8 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
-	"slices"
-	"sync"
+		"sync"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
@@ -16,6 +15,12 @@ import (
 // than --max-txn-ops operations (128 by default).
 const maxNodeWritesPerTxn = 100
 
+// nodeWriters is how many batches may be in flight at once. One at a time, a storm of
+// 10,000 records waited for a hundred round trips in a row, each slow on a loaded etcd,
+// and agents gave up waiting for their welcome; etcd commits concurrent transactions in
+// one raft batch.
+const nodeWriters = 8
+
 // nodeWriter stores the term's node records in etcd by group commit: every record queued
 // while a transaction is in flight goes into the next one, so a connect storm of 10,000
 // agents costs about a hundred fenced transactions, not 10,000 that would queue in front of
@@ -26,9 +31,10 @@ type nodeWriter struct {
 	fence fence
 
 	mu      sync.Mutex
-	pending map[string]*nodeWrite // the latest record of each node not yet written
-	order   []string              // node ids in pending, oldest first
-	wake    chan struct{}
+	pending  map[string]*nodeWrite // the latest record of each node not yet written
+	order    []string              // node ids in pending, oldest first
+	inflight map[string]bool       // nodes whose record is being written
+	wake     chan struct{}
 }
 
 type nodeWrite struct {
@@ -37,7 +43,7 @@ type nodeWrite struct {
 }
 
 func newNodeWriter(s *store, f fence) *nodeWriter {
-	return &nodeWriter{store: s, fence: f, pending: map[string]*nodeWrite{}, wake: make(chan struct{}, 1)}
+	return &nodeWriter{store: s, fence: f, pending: map[string]*nodeWrite{}, inflight: map[string]bool{}, wake: make(chan struct{}, 1)}
 }
 
 // queue asks for n to be stored and returns a channel that gets the result. A record queued
@@ -72,46 +78,100 @@ func (w *nodeWriter) put(ctx context.Context, n *llmscalerv1.Node) error {
 	}
 }
 
-// run writes queued records until ctx ends or a write fails.
+// run writes queued records until ctx ends or a write fails, with up to nodeWriters
+// batches in flight. A node's record is never in two batches at once, so the newest record
+// is the one that stays.
 func (w *nodeWriter) run(ctx context.Context) error {
-	for {
-		select {
-		case <-ctx.Done():
-			w.fail(context.Cause(ctx))
-			return nil
-		case <-w.wake:
-		}
-		for {
-			batch := w.take()
-			if len(batch) == 0 {
-				break
-			}
-			err := w.write(ctx, batch)
-			for _, nw := range batch {
-				for _, d := range nw.waiters {
-					d <- err
-				}
-			}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	errs := make(chan error, nodeWriters)
+	for range nodeWriters {
+		go func() {
+			err := w.work(ctx)
 			if err != nil {
-				w.fail(err)
-				return err
+				cancel(err) // the others stop too: the term is over
+			}
+			errs <- err
+		}()
+	}
+	failed := false
+	for range nodeWriters {
+		if err := <-errs; err != nil {
+			failed = true
+		}
+	}
+	if failed {
+		// The first failure cancelled the others, whose writes then failed too: it is
+		// the one that says why.
+		return context.Cause(ctx)
+	}
+	return nil
+}
+
+func (w *nodeWriter) work(ctx context.Context) error {
+	for {
+		batch := w.take()
+		if len(batch) == 0 {
+			select {
+			case <-ctx.Done():
+				w.fail(context.Cause(ctx))
+				return nil
+			case <-w.wake:
+				continue
 			}
 		}
+		// Others may take what is left while this batch is written.
+		w.signal()
+		err := w.write(ctx, batch)
+		w.done(batch)
+		for _, nw := range batch {
+			for _, d := range nw.waiters {
+				d <- err
+			}
+		}
+		if err != nil {
+			w.fail(err)
+			w.signal()
+			return err
+		}
+		w.signal()
 	}
 }
 
-// take removes up to maxNodeWritesPerTxn records from the queue, oldest first.
+func (w *nodeWriter) signal() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take removes up to maxNodeWritesPerTxn records from the queue, oldest first, skipping
+// nodes whose record is in flight, and marks them in flight.
 func (w *nodeWriter) take() []*nodeWrite {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	n := min(len(w.order), maxNodeWritesPerTxn)
-	batch := make([]*nodeWrite, 0, n)
-	for _, id := range w.order[:n] {
+	var batch []*nodeWrite
+	rest := w.order[:0]
+	for _, id := range w.order {
+		if len(batch) == maxNodeWritesPerTxn || w.inflight[id] {
+			rest = append(rest, id)
+			continue
+		}
 		batch = append(batch, w.pending[id])
 		delete(w.pending, id)
+		w.inflight[id] = true
 	}
-	w.order = slices.Delete(w.order, 0, n)
+	w.order = rest
 	return batch
+}
+
+// done clears the in-flight marks of a written batch.
+func (w *nodeWriter) done(batch []*nodeWrite) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, nw := range batch {
+		delete(w.inflight, nw.node.GetNodeId())
+	}
 }
 
 func (w *nodeWriter) write(ctx context.Context, batch []*nodeWrite) error {
