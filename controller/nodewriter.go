@@ -3,7 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
-		"sync"
+	"sync"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
@@ -30,7 +30,7 @@ type nodeWriter struct {
 	store *store
 	fence fence
 
-	mu      sync.Mutex
+	mu       sync.Mutex
 	pending  map[string]*nodeWrite // the latest record of each node not yet written
 	order    []string              // node ids in pending, oldest first
 	inflight map[string]bool       // nodes whose record is being written
