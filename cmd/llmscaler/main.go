@@ -15,6 +15,7 @@ import (
 const usage = `usage: llmscaler <command> [flags]
 
 commands:
+  bench     benchmark a real controller against thousands of simulated agents (bench fleet)
   certs     write a development CA and the certificates of a fleet's identities (mutual TLS)
   demo      run a controller (embedded etcd) and fake-GPU agents in one process and show the fleet
   fakeserver serve a simulated OpenAI-compatible LLM server with vLLM metrics (no GPU needed)
@@ -33,6 +34,8 @@ func run(ctx context.Context, args []string) error {
 		return errors.New("no command given")
 	}
 	switch args[0] {
+	case "bench":
+		return runBench(ctx, args[1:], os.Stdout)
 	case "certs":
 		return runCerts(ctx, args[1:], os.Stdout)
 	case "demo":

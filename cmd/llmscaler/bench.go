@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/llmscaler/llmscaler/internal/embedetcd"
+	"github.com/llmscaler/llmscaler/internal/flagfile"
+	"github.com/llmscaler/llmscaler/internal/fleetbench"
+	"github.com/llmscaler/llmscaler/internal/logging"
+)
+
+const benchUsage = `usage: llmscaler bench fleet [flags]
+
+  fleet   run a real controller against thousands of simulated agents (a second process,
+          one gRPC stream each) and measure connect, reports/s, ingest and decision
+          latency, admin calls, CPU and memory, and optionally a leader failover
+
+Run 'llmscaler bench fleet -h' for its flags.
+`
+
+// runBench is `llmscaler bench`. Its agents and etcd subcommands are the processes that
+// `bench fleet` starts; they are not for people.
+func runBench(ctx context.Context, args []string, out io.Writer) error {
+	if len(args) < 1 {
+		fmt.Fprint(os.Stderr, benchUsage)
+		return errors.New("bench: no benchmark given")
+	}
+	switch args[0] {
+	case "fleet":
+		return runBenchFleet(ctx, args[1:], out)
+	case "agents":
+		return runBenchAgents(ctx, args[1:], out)
+	case "etcd":
+		return runBenchEtcd(ctx, args[1:], out)
+	case "help", "-h", "--help":
+		fmt.Fprint(out, benchUsage)
+		return nil
+	default:
+		fmt.Fprint(os.Stderr, benchUsage)
+		return fmt.Errorf("bench: unknown benchmark %q", args[0])
+	}
+}
+
+// benchFleetFlags registers `bench fleet`'s flags; bin, jsonPath and logLevel are the
+// command's own, the rest fill cfg.
+func benchFleetFlags(cfg *fleetbench.Config) (fs *flag.FlagSet, bin, jsonPath, logLevel *string) {
+	fs = flag.NewFlagSet("llmscaler bench fleet", flag.ContinueOnError)
+	fs.IntVar(&cfg.Agents, "agents", 1000, "simulated agents, each with its own gRPC connection and stream")
+	fs.IntVar(&cfg.GPUs, "gpus", 8, fmt.Sprintf("GPUs of each agent (1 to %d)", fleetbench.MaxGPUs))
+	fs.IntVar(&cfg.Instances, "instances", 2, "READY instances each agent runs, one GPU each (at most --gpus; below it for decision trials)")
+	fs.IntVar(&cfg.Probes, "probes", fleetbench.DefaultProbes, "decision-latency trials, each on a probe deployment of its own, a second apart")
+	fs.BoolVar(&cfg.Storm, "storm", false, "every agent dials and sends its hello at once (else they ramp at --ramp)")
+	fs.Float64Var(&cfg.RampPerSecond, "ramp", fleetbench.DefaultRamp, "agents that start connecting a second, without --storm")
+	fs.IntVar(&cfg.AgentsCPUs, "agents-cpus", 0, "GOMAXPROCS of the agents process, so that the simulation leaves the controller the rest of the machine (default half the CPUs, at least 1)")
+	fs.BoolVar(&cfg.Failover, "failover", false, "run an etcd and two controllers, kill -9 the leader after the trials and time the other's takeover")
+	fs.DurationVar(&cfg.Duration, "duration", fleetbench.DefaultDuration, "steady window after every agent connected, over which rates, CPU and memory are measured")
+	fs.DurationVar(&cfg.Interval, "interval", fleetbench.DefaultInterval, "report interval the controller hands agents (its --report-interval)")
+	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", fleetbench.DefaultConnectTimeout, "fail unless every agent is connected and reporting within this")
+	fs.DurationVar(&cfg.TrialTimeout, "trial-timeout", fleetbench.DefaultTrialTimeout, "a decision trial without a start within this counts as timed out")
+	fs.DurationVar(&cfg.FailoverTimeout, "failover-timeout", 0, "with --failover, the wait for each takeover figure (default 2m)")
+	fs.IntVar(&cfg.AdminCalls, "admin-calls", fleetbench.DefaultAdminCalls, "calls of each admin method timed at fleet size")
+	fs.BoolVar(&cfg.RequireLeadership, "require-leadership", false, "fail if the leader or its epoch changed (before a --failover kill)")
+	fs.BoolVar(&cfg.Pprof, "pprof", false, "run the controller with --pprof-addr and fetch CPU, heap and mutex profiles over the steady window")
+	fs.StringVar(&cfg.PprofDir, "pprof-dir", "bench-out", "directory for the --pprof profiles")
+	fs.StringVar(&cfg.LogDir, "log-dir", "", "keep the controller, agents and etcd logs in this directory (default: a temporary one, removed)")
+	fs.DurationVar(&cfg.ProgressInterval, "progress-interval", 0, "time between progress lines on stderr (default 2s; negative: none)")
+	bin = fs.String("bin", "", "directory of llmscaler-controller (default the directory of this llmscaler binary)")
+	jsonPath = fs.String("json", "", "also write every figure and the parameters as JSON to this file")
+	logLevel = fs.String("log-level", "info", "log level: trace, debug, info, warn, error")
+	return fs, bin, jsonPath, logLevel
+}
+
+// runBenchFleet runs the fleet benchmark, prints its table and writes its JSON, also when
+// it failed (the figures so far say where).
+func runBenchFleet(ctx context.Context, args []string, out io.Writer) error {
+	var cfg fleetbench.Config
+	fs, bin, jsonPath, logLevel := benchFleetFlags(&cfg)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	log, err := logging.New("llmscaler", *logLevel, false, os.Stderr)
+	if err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find this executable (to run the agents process): %w", err)
+	}
+	dir := *bin
+	if dir == "" {
+		dir = filepath.Dir(self)
+	}
+	cfg.Self = self
+	cfg.Controller = filepath.Join(dir, "llmscaler-controller")
+	if _, err := os.Stat(cfg.Controller); err != nil {
+		return fmt.Errorf("--bin %s: no llmscaler-controller there (go build -o %s ./cmd/...): %w", dir, dir, err)
+	}
+	switch {
+	case cfg.ProgressInterval >= 0:
+		cfg.Progress = os.Stderr
+	default:
+		cfg.ProgressInterval = 0
+	}
+	b, err := fleetbench.New(cfg, log)
+	if err != nil {
+		return err
+	}
+	res, runErr := b.Run(ctx)
+	if err := res.WriteText(out); err != nil {
+		return errors.Join(runErr, err)
+	}
+	if *jsonPath != "" {
+		buf, err := json.MarshalIndent(res, "", "  ")
+		if err == nil {
+			err = os.WriteFile(*jsonPath, append(buf, '\n'), 0o644)
+		}
+		if err != nil {
+			return errors.Join(runErr, fmt.Errorf("--json %s: %w", *jsonPath, err))
+		}
+	}
+	return runErr
+}
+
+// runBenchAgents is the agents process that `bench fleet` starts: the simulated agents,
+// driven by JSON lines on stdin, answering on out.
+func runBenchAgents(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("llmscaler bench agents", flag.ContinueOnError)
+	agents := fs.Int("agents", 0, "simulated agents")
+	gpus := fs.Int("gpus", 8, "GPUs of each agent")
+	instances := fs.Int("instances", 2, "instances of each agent")
+	probes := fs.Int("probes", 0, "probe deployments")
+	var controllers flagfile.List
+	fs.Var(&controllers, "controllers", "comma-separated controller gRPC addresses")
+	storm := fs.Bool("storm", false, "dial all at once")
+	ramp := fs.Float64("ramp", fleetbench.DefaultRamp, "agents started a second without --storm")
+	trialTimeout := fs.Duration("trial-timeout", fleetbench.DefaultTrialTimeout, "wait for a probe's start")
+	logLevel := fs.String("log-level", "warn", "log level")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	log, err := logging.New("llmscaler", *logLevel, false, os.Stderr)
+	if err != nil {
+		return err
+	}
+	l, err := fleetbench.NewLayout(*agents, *gpus, *instances, *probes)
+	if err != nil {
+		return err
+	}
+	if _, err := fleetbench.RaiseFileLimit(); err != nil {
+		log.Warn("open-file limit not raised", "error", err)
+	}
+	a, err := fleetbench.NewAgents(fleetbench.AgentsConfig{Layout: l, Controllers: controllers, Storm: *storm, RampPerSecond: *ramp, TrialTimeout: *trialTimeout}, log)
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx, os.Stdin, out)
+}
+
+// runBenchEtcd is the etcd process of `bench fleet --failover`.
+func runBenchEtcd(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("llmscaler bench etcd", flag.ContinueOnError)
+	var cfg embedetcd.Config
+	fs.StringVar(&cfg.Dir, "data-dir", "", "member data directory")
+	fs.StringVar(&cfg.ClientAddr, "client-addr", "127.0.0.1:0", "client listen address")
+	fs.StringVar(&cfg.PeerAddr, "peer-addr", "127.0.0.1:0", "peer listen address")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if cfg.Dir == "" {
+		return errors.New("--data-dir: required")
+	}
+	return fleetbench.RunEtcd(ctx, cfg, out)
+}
