@@ -33,6 +33,8 @@ type engine struct {
 	history *replicaHistory
 	stored  map[string]*llmscalerv1.Decision // last decision stored in etcd, per deployment
 	loaded  map[string]uint32                // autoscaler counts stored by earlier leaders
+
+	observed map[string][]scaling.Replica // reused by observe, only in Snapshot
 }
 
 func newEngine(c *Controller, t *term) *engine {
@@ -43,6 +45,8 @@ func newEngine(c *Controller, t *term) *engine {
 		history: newReplicaHistory(historyStep, historySpan),
 		stored:  map[string]*llmscalerv1.Decision{},
 		loaded:  map[string]uint32{},
+
+		observed: map[string][]scaling.Replica{},
 	}
 	e.loops = scaling.NewFleet(scaling.RealClock{NowFunc: c.now}, c.cfg.ReportInterval, e, e)
 	return e
@@ -139,7 +143,9 @@ func (e *engine) run(ctx context.Context) error {
 // Snapshot is the scaling loops' view of the fleet: each deployment's live replicas and the
 // longest measured cold start of its profile.
 func (e *engine) Snapshot() map[string]scaling.Observed {
-	byDep, cold := observe(e.t.fleet.snapshot())
+	// Snapshot is called only by the scaling loops' goroutine, which is done with the last
+	// observation when it asks for the next.
+	byDep, cold := observe(e.t.fleet.snapshot(), e.observed)
 	routers := e.t.routers.view(e.c.now(), e.c.cfg.ReportInterval)
 	out := make(map[string]scaling.Observed, len(byDep))
 	e.mu.Lock()
@@ -158,39 +164,38 @@ func (e *engine) Snapshot() map[string]scaling.Observed {
 }
 
 // observe turns a fleet snapshot into each deployment's replica observations and the longest
-// measured cold start of each profile.
-func observe(nodes []nodeSnapshot) (map[string][]scaling.Replica, map[string]time.Duration) {
-	count := map[string]int{}
+// measured cold start of each profile. The slices of bufs are reused (emptied and refilled;
+// a deployment not seen is dropped from bufs): at 10,000 nodes an evaluation observes 20,000
+// replicas, and allocating their slices anew ten times a second kept the garbage collector
+// busy. The result is valid until the next call with the same bufs.
+func observe(nodes []nodeSnapshot, bufs map[string][]scaling.Replica) (map[string][]scaling.Replica, map[string]time.Duration) {
+	for d := range bufs {
+		bufs[d] = bufs[d][:0]
+	}
+	cold := map[string]time.Duration{}
 	for i := range nodes {
 		ns := &nodes[i]
 		if !ns.derived {
 			ns.derive()
 		}
 		for _, r := range ns.replicas {
-			count[r.deployment]++
-		}
-	}
-	// Sized first: growing ten slices of thousands of replicas by appending cost more than
-	// the rest of an evaluation.
-	byDep := make(map[string][]scaling.Replica, len(count))
-	for d, n := range count {
-		byDep[d] = make([]scaling.Replica, 0, n)
-	}
-	cold := map[string]time.Duration{}
-	for i := range nodes {
-		for _, r := range nodes[i].replicas {
 			if r.coldStart > 0 {
 				cold[r.profile] = max(cold[r.profile], r.coldStart)
 			}
-			byDep[r.deployment] = append(byDep[r.deployment], r.replica)
+			bufs[r.deployment] = append(bufs[r.deployment], r.replica)
 		}
 	}
-	return byDep, cold
+	for d, rs := range bufs {
+		if len(rs) == 0 {
+			delete(bufs, d)
+		}
+	}
+	return bufs, cold
 }
 
 // observeInstance is a live (STARTING or READY) instance as the scaling loops observe it;
-// util is the node's latest GPU utilization by GPU index.
-func observeInstance(in *llmscalerv1.InstanceStatus, util map[uint32]*float64) (scaling.Replica, bool) {
+// gpus are the node's latest GPU samples.
+func observeInstance(in *llmscalerv1.InstanceStatus, gpus []*llmscalerv1.GpuSample) (scaling.Replica, bool) {
 	var ph window.Phase
 	switch in.GetPhase() {
 	case llmscalerv1.InstancePhase_INSTANCE_PHASE_STARTING:
@@ -200,12 +205,12 @@ func observeInstance(in *llmscalerv1.InstanceStatus, util map[uint32]*float64) (
 	default:
 		return scaling.Replica{}, false
 	}
-	return scaling.Replica{ID: in.GetInstanceId(), Phase: ph, Sample: sampleOf(in, util), Since: in.GetStartedAt().AsTime()}, true
+	return scaling.Replica{ID: in.GetInstanceId(), Phase: ph, Sample: sampleOf(in, gpus), Since: in.GetStartedAt().AsTime()}, true
 }
 
 // sampleOf turns an instance's reported metrics into a window sample. GPU utilization is the
 // mean over the instance's GPUs, from the node's latest GPU samples.
-func sampleOf(in *llmscalerv1.InstanceStatus, util map[uint32]*float64) window.Sample {
+func sampleOf(in *llmscalerv1.InstanceStatus, gpus []*llmscalerv1.GpuSample) window.Sample {
 	m := in.GetMetrics()
 	s := window.Sample{
 		Time:           m.GetScrapedAt().AsTime(),
@@ -227,9 +232,12 @@ func sampleOf(in *llmscalerv1.InstanceStatus, util map[uint32]*float64) window.S
 	var sum float64
 	var n int
 	for _, g := range in.GetGpuIndices() {
-		if u := util[g]; u != nil {
-			sum += *u
-			n++
+		for _, gs := range gpus {
+			if gs.GetIndex() == g && gs.UtilizationPercent != nil {
+				sum += gs.GetUtilizationPercent()
+				n++
+				break
+			}
 		}
 	}
 	if n > 0 {

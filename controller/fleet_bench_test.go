@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/llmscaler/llmscaler/internal/scaling"
 	llmscalerv1 "github.com/llmscaler/llmscaler/proto/llmscaler/v1"
 )
 
@@ -100,10 +101,11 @@ func BenchmarkFleetReport(b *testing.B) {
 // deployment's replicas and their samples, from 10,000 nodes.
 func BenchmarkFleetObserve(b *testing.B) {
 	f := benchFleet(b, benchNodes)
+	bufs := map[string][]scaling.Replica{}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		byDep, _ := observe(f.snapshot())
+		byDep, _ := observe(f.snapshot(), bufs)
 		if len(byDep) != benchDeps {
 			b.Fatalf("%d deployments observed", len(byDep))
 		}
