@@ -288,7 +288,7 @@ func plan(now time.Time, deployments map[string]*llmscalerv1.Deployment, nodes [
 			// reconnects (or its grace runs out and it is lost): starting replacements now
 			// could double servers that are running fine. Stopping a surplus is still safe.
 			msgs[name] = fmt.Sprintf("waiting for %s to report their instances to the new leader (at most the node grace) before starting %d replicas",
-				strings.Join(unreported, ", "), need)
+				listSome(unreported, 5), need)
 			need = 0
 		}
 		if need > 0 {
@@ -341,6 +341,15 @@ func plan(now time.Time, deployments map[string]*llmscalerv1.Deployment, nodes [
 		}
 	}
 	return starts, stops, msgs
+}
+
+// listSome names up to n items and counts the rest: after a failover every node of a
+// 10,000-node fleet is unreported for a while, and a message naming them all was 150 KB.
+func listSome(items []string, n int) string {
+	if len(items) <= n {
+		return strings.Join(items, ", ")
+	}
+	return fmt.Sprintf("%s and %d more nodes", strings.Join(items[:n], ", "), len(items)-n)
 }
 
 func occupiesGPUs(p llmscalerv1.InstancePhase) bool {

@@ -237,3 +237,18 @@ func desiredReplicas(d *llmscalerv1.Deployment) uint32 {
 	}
 	return sp.GetMinReplicas()
 }
+
+func TestListSome(t *testing.T) {
+	for _, tc := range []struct {
+		items []string
+		want  string
+	}{
+		{nil, ""},
+		{[]string{"a", "b"}, "a, b"},
+		{[]string{"a", "b", "c", "d"}, "a, b, c and 1 more nodes"},
+	} {
+		if got := listSome(tc.items, 3); got != tc.want {
+			t.Errorf("listSome(%v, 3) = %q, want %q", tc.items, got, tc.want)
+		}
+	}
+}
