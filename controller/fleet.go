@@ -47,10 +47,16 @@ type nodeEntry struct {
 	// over 10,000 nodes rebuilds only the nodes that reported since the last one, and
 	// shares the rest.
 	view *nodeSnapshot
+	// gen counts the entry's changes, so that a view built outside the lock is kept only
+	// if the entry did not change meanwhile.
+	gen uint64
 }
 
 // changed drops the entry's view after a change; the caller holds the fleet's lock.
-func (e *nodeEntry) changed() { e.view = nil }
+func (e *nodeEntry) changed() {
+	e.view = nil
+	e.gen++
+}
 
 // agentConn is the leader's handle on one agent stream. Only that stream's loop sends on the
 // stream; others wake it through desired when the node's desired state changed, and it sends
@@ -411,12 +417,42 @@ func phaseName(p llmscalerv1.InstancePhase) string {
 // fields are copied into a new view after each change. A view's last_seen may be older than
 // the node's: a heartbeat moves it without a new view.
 func (f *fleet) snapshot() []nodeSnapshot {
+	// Views are built outside the lock: sorting and deriving the thousand nodes that
+	// reported since the last snapshot took long enough to hold up every agent stream
+	// waiting to apply its report (the mutex profile at 10,000 agents). Under the lock only
+	// the node is copied and its instances listed.
+	type pending struct {
+		i   int
+		id  string
+		gen uint64
+	}
+	var todo []pending
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	ids := f.sortedIDs()
 	out := make([]nodeSnapshot, len(ids))
 	for i, id := range ids {
-		out[i] = *f.view(id)
+		e := f.nodes[id]
+		if e.view != nil {
+			out[i] = *e.view
+			continue
+		}
+		out[i] = nodeSnapshot{node: shallowNode(e.node), instances: slices.Collect(maps.Values(e.instances)), unreported: e.unreported}
+		todo = append(todo, pending{i, id, e.gen})
+	}
+	f.mu.Unlock()
+	if len(todo) == 0 {
+		return out
+	}
+	for _, p := range todo {
+		out[p.i].finish()
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, p := range todo {
+		if e := f.nodes[p.id]; e != nil && e.gen == p.gen && e.view == nil {
+			v := out[p.i]
+			e.view = &v
+		}
 	}
 	return out
 }
@@ -439,14 +475,21 @@ func (f *fleet) view(id string) *nodeSnapshot {
 }
 
 // newNodeView makes a node's view: a shallow copy of the node, its instances ordered by id,
-// and what evaluations and placement derive from them, computed once per change.
+// and what evaluations and placement derive from them, computed once per change. The caller
+// holds the lock.
 func newNodeView(e *nodeEntry) *nodeSnapshot {
-	ins := slices.SortedFunc(maps.Values(e.instances), func(a, b *llmscalerv1.InstanceStatus) int {
+	v := &nodeSnapshot{node: shallowNode(e.node), instances: slices.Collect(maps.Values(e.instances)), unreported: e.unreported}
+	v.finish()
+	return v
+}
+
+// finish orders a new view's instances by id and derives the rest; it needs no lock, the
+// view being the caller's alone until it is stored.
+func (ns *nodeSnapshot) finish() {
+	slices.SortFunc(ns.instances, func(a, b *llmscalerv1.InstanceStatus) int {
 		return strings.Compare(a.GetInstanceId(), b.GetInstanceId())
 	})
-	v := &nodeSnapshot{node: shallowNode(e.node), instances: ins, unreported: e.unreported}
-	v.derive()
-	return v
+	ns.derive()
 }
 
 // shallowNode copies a node's fields into a new message that shares its lists, maps and

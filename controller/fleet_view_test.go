@@ -97,3 +97,38 @@ func busyGPUs(ns nodeSnapshot) int {
 	}
 	return n
 }
+
+// TestSnapshotWhileReporting takes snapshots while reports arrive (run it with -race): a
+// view built outside the lock from an older report is never kept over a newer one, so the
+// snapshot after the last report shows it.
+func TestSnapshotWhileReporting(t *testing.T) {
+	f := newFleet(func() time.Time { return t0 }, time.Minute, func(*llmscalerv1.Event) {})
+	for i := range 50 {
+		if _, _, err := f.attach(benchHello(i), "127.0.0.1:1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 200 {
+			f.snapshot()
+		}
+	}()
+	last := map[string]float64{}
+	for round := range 200 {
+		for i := range 50 {
+			r := benchReport(i, uint64(round))
+			w := float64(round)
+			r.Instances[0].Metrics.Waiting = w
+			f.report(benchHello(i).GetNodeId(), r)
+			last[benchHello(i).GetNodeId()] = w
+		}
+	}
+	<-done
+	for _, ns := range f.snapshot() {
+		if got := ns.instances[0].GetMetrics().GetWaiting(); got != last[ns.node.GetNodeId()] {
+			t.Errorf("node %s: snapshot shows waiting %v, last report said %v", ns.node.GetNodeId(), got, last[ns.node.GetNodeId()])
+		}
+	}
+}
