@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/llmscaler/llmscaler/internal/embedetcd"
 	"github.com/llmscaler/llmscaler/internal/flagfile"
 	"github.com/llmscaler/llmscaler/internal/fleetbench"
@@ -82,13 +84,7 @@ func benchFleetFlags(cfg *fleetbench.Config) (fs *flag.FlagSet, bin, jsonPath, l
 func runBenchFleet(ctx context.Context, args []string, out io.Writer) error {
 	var cfg fleetbench.Config
 	fs, bin, jsonPath, logLevel := benchFleetFlags(&cfg)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
-	log, err := logging.New("llmscaler", *logLevel, false, os.Stderr)
+	log, err := parseBenchFlags(fs, args, logLevel)
 	if err != nil {
 		return err
 	}
@@ -145,13 +141,7 @@ func runBenchAgents(ctx context.Context, args []string, out io.Writer) error {
 	ramp := fs.Float64("ramp", fleetbench.DefaultRamp, "agents started a second without --storm")
 	trialTimeout := fs.Duration("trial-timeout", fleetbench.DefaultTrialTimeout, "wait for a probe's start")
 	logLevel := fs.String("log-level", "warn", "log level")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
-	log, err := logging.New("llmscaler", *logLevel, false, os.Stderr)
+	log, err := parseBenchFlags(fs, args, logLevel)
 	if err != nil {
 		return err
 	}
@@ -186,4 +176,16 @@ func runBenchEtcd(ctx context.Context, args []string, out io.Writer) error {
 		return errors.New("--data-dir: required")
 	}
 	return fleetbench.RunEtcd(ctx, cfg, out)
+}
+
+// parseBenchFlags parses a bench subcommand's flags, refuses stray arguments and builds its
+// logger at the --log-level given.
+func parseBenchFlags(fs *flag.FlagSet, args []string, logLevel *string) (hclog.Logger, error) {
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	return logging.New("llmscaler", *logLevel, false, os.Stderr)
 }
