@@ -27,11 +27,14 @@ type fleet struct {
 	mu    sync.Mutex
 	nodes map[string]*nodeEntry
 	// ids is every node id, sorted, for snapshots; nil after a node was added.
-	ids     []string
-	cordons map[string]cordon
-	now     func() time.Time
-	grace   time.Duration
-	publish func(*llmscalerv1.Event)
+	ids []string
+	// dirty lists the nodes changed since the scaling loops last read them (changes), each
+	// once; dirtySpare is the list they read last, reused.
+	dirty, dirtySpare []string
+	cordons           map[string]cordon
+	now               func() time.Time
+	grace             time.Duration
+	publish           func(*llmscalerv1.Event)
 }
 
 type nodeEntry struct {
@@ -50,12 +53,19 @@ type nodeEntry struct {
 	// gen counts the entry's changes, so that a view built outside the lock is kept only
 	// if the entry did not change meanwhile.
 	gen uint64
+	// dirty is set while the node is on the fleet's dirty list.
+	dirty bool
 }
 
-// changed drops the entry's view after a change; the caller holds the fleet's lock.
-func (e *nodeEntry) changed() {
+// changed drops a node's view after a change and lists it for the scaling loops; the
+// caller holds the lock.
+func (f *fleet) changed(id string, e *nodeEntry) {
 	e.view = nil
 	e.gen++
+	if !e.dirty {
+		e.dirty = true
+		f.dirty = append(f.dirty, id)
+	}
 }
 
 // agentConn is the leader's handle on one agent stream. Only that stream's loop sends on the
@@ -130,7 +140,7 @@ func (f *fleet) attach(h *llmscalerv1.Hello, addr string) (*agentConn, *llmscale
 	n.ConnectedAt = now
 	n.LastSeen = now
 	n.DisconnectedAt = nil
-	e.changed()
+	f.changed(id, e)
 	e.instances = map[string]*llmscalerv1.InstanceStatus{}
 	for _, in := range h.GetInstances() {
 		e.instances[in.GetInstanceId()] = in
@@ -152,7 +162,7 @@ func (f *fleet) detach(c *agentConn, reason error) bool {
 		return false
 	}
 	e.conn = nil
-	e.changed()
+	f.changed(c.nodeID, e)
 	now := f.now()
 	e.node.State = llmscalerv1.NodeState_NODE_STATE_DISCONNECTED
 	e.node.DisconnectedAt = timestamppb.New(now)
@@ -179,7 +189,7 @@ func (f *fleet) report(nodeID string, r *llmscalerv1.Report) {
 		// live samples that a fresher report already gave.
 		return
 	}
-	e.changed()
+	f.changed(nodeID, e)
 	e.node.GpuSamples = r.GetGpus()
 	seen := make(map[string]bool, len(r.GetInstances()))
 	for _, in := range r.GetInstances() {
@@ -229,7 +239,7 @@ func (f *fleet) expire() []*llmscalerv1.Node {
 		if n.GetState() != llmscalerv1.NodeState_NODE_STATE_DISCONNECTED || now.Sub(n.GetDisconnectedAt().AsTime()) < f.grace {
 			continue
 		}
-		e.changed()
+		f.changed(id, e)
 		n.State = llmscalerv1.NodeState_NODE_STATE_LOST
 		e.unreported = false
 		e.instances = map[string]*llmscalerv1.InstanceStatus{}
@@ -261,7 +271,7 @@ func (f *fleet) setCordon(nodeID string, c *cordon, by string) {
 	} else {
 		e.node.Cordoned, e.node.CordonReason, e.node.Draining = true, c.Reason, c.Drain
 	}
-	e.changed()
+	f.changed(nodeID, e)
 	if was == e.node.GetCordoned() && wasDraining == e.node.GetDraining() {
 		return
 	}
@@ -417,27 +427,46 @@ func phaseName(p llmscalerv1.InstancePhase) string {
 // fields are copied into a new view after each change. A view's last_seen may be older than
 // the node's: a heartbeat moves it without a new view.
 func (f *fleet) snapshot() []nodeSnapshot {
-	// Views are built outside the lock: sorting and deriving the thousand nodes that
-	// reported since the last snapshot took long enough to hold up every agent stream
-	// waiting to apply its report (the mutex profile at 10,000 agents). Under the lock only
-	// the node is copied and its instances listed.
+	f.mu.Lock()
+	ids := f.sortedIDs()
+	return f.viewsUnlock(ids, make([]nodeSnapshot, 0, len(ids)))
+}
+
+// changes is the views of the nodes changed since the last call, in the order they first
+// changed, appended to out[:0]. The scaling loops are its one caller: each call takes the
+// dirty list.
+func (f *fleet) changes(out []nodeSnapshot) []nodeSnapshot {
+	f.mu.Lock()
+	ids := f.dirty
+	f.dirty, f.dirtySpare = f.dirtySpare[:0], ids
+	for _, id := range ids {
+		f.nodes[id].dirty = false
+	}
+	return f.viewsUnlock(ids, out[:0])
+}
+
+// viewsUnlock appends the views of the nodes ids to out and returns it. The caller holds the
+// lock, which viewsUnlock releases; ids must stay as they are until it returns.
+//
+// Views are built outside the lock: sorting and deriving the thousand nodes that reported
+// since the last snapshot took long enough to hold up every agent stream waiting to apply
+// its report (the mutex profile at 10,000 agents). Under the lock only the node is copied
+// and its instances listed.
+func (f *fleet) viewsUnlock(ids []string, out []nodeSnapshot) []nodeSnapshot {
 	type pending struct {
 		i   int
 		id  string
 		gen uint64
 	}
 	var todo []pending
-	f.mu.Lock()
-	ids := f.sortedIDs()
-	out := make([]nodeSnapshot, len(ids))
-	for i, id := range ids {
+	for _, id := range ids {
 		e := f.nodes[id]
 		if e.view != nil {
-			out[i] = *e.view
+			out = append(out, *e.view)
 			continue
 		}
-		out[i] = nodeSnapshot{node: shallowNode(e.node), instances: slices.Collect(maps.Values(e.instances)), unreported: e.unreported}
-		todo = append(todo, pending{i, id, e.gen})
+		todo = append(todo, pending{len(out), id, e.gen})
+		out = append(out, nodeSnapshot{node: shallowNode(e.node), instances: slices.Collect(maps.Values(e.instances)), unreported: e.unreported})
 	}
 	f.mu.Unlock()
 	if len(todo) == 0 {

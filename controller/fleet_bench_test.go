@@ -9,7 +9,6 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/llmscaler/llmscaler/internal/scaling"
 	llmscalerv1 "github.com/llmscaler/llmscaler/proto/llmscaler/v1"
 )
 
@@ -97,17 +96,28 @@ func BenchmarkFleetReport(b *testing.B) {
 	}
 }
 
-// BenchmarkFleetObserve is what one evaluation of the scaling loops reads: every
-// deployment's replicas and their samples, from 10,000 nodes.
-func BenchmarkFleetObserve(b *testing.B) {
+// BenchmarkFleetFeed is what the scaling loops read in one batch at 10,000 reports a second:
+// the changes to the replicas of the 100 nodes that reported in the last 10 ms, out of
+// 10,000 (each evaluation used to observe all 20,000 replicas).
+func BenchmarkFleetFeed(b *testing.B) {
 	f := benchFleet(b, benchNodes)
-	bufs := map[string][]scaling.Replica{}
+	fd := newFeed()
+	fd.update(f, nil, 0, true)
+	reports := make([]*llmscalerv1.Report, benchNodes/100)
+	for i := range reports {
+		reports[i] = benchReport(i, 2)
+	}
 	b.ReportAllocs()
 	b.ResetTimer()
-	for b.Loop() {
-		byDep, _ := observe(f.snapshot(), bufs)
-		if len(byDep) != benchDeps {
-			b.Fatalf("%d deployments observed", len(byDep))
+	for i := 0; b.Loop(); i++ {
+		b.StopTimer()
+		for k := range 100 {
+			n := (i*100 + k) % len(reports)
+			f.report(fmt.Sprintf("bench-%05d", n), reports[n])
+		}
+		b.StartTimer()
+		if ch := fd.update(f, nil, 0, false); len(ch) != 100*benchInstances {
+			b.Fatalf("%d changes for 100 reports", len(ch))
 		}
 	}
 }

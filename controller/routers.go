@@ -31,6 +31,12 @@ type routerBook struct {
 	reports map[string]*routerReport // by router id
 	// lastDemand is when any router last saw a request for a deployment.
 	lastDemand map[string]time.Time
+	// gen counts changes to what view returns: a report, or one forgotten. cached is the
+	// view as of cachedGen, good until expires, when its oldest report is forgotten.
+	gen       uint64
+	cached    map[string]*routerView
+	cachedGen uint64
+	expires   time.Time
 }
 
 type routerReport struct {
@@ -54,6 +60,7 @@ func (b *routerBook) put(now time.Time, r *llmscalerv1.ReportRouterRequest) {
 		}
 	}
 	b.reports[r.GetRouterId()] = rep
+	b.gen++
 }
 
 // routerView is what the routers together say of one deployment.
@@ -73,15 +80,29 @@ type routerInstance struct {
 	reportedByRouters int
 }
 
-// view merges the fresh reports (those younger than routerForget intervals) per deployment.
-func (b *routerBook) view(now time.Time, interval time.Duration) map[string]*routerView {
+// view merges the fresh reports (those younger than routerForget intervals) per deployment,
+// with a count that changes whenever the view does. The view is shared: it is built again
+// only after a change, since the scaling loops ask for it up to a hundred times a second,
+// and callers must not modify it.
+func (b *routerBook) view(now time.Time, interval time.Duration) (map[string]*routerView, uint64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.cached != nil && b.cachedGen == b.gen && now.Before(b.expires) {
+		return b.cached, b.gen
+	}
+	forget := routerForget * interval
 	out := map[string]*routerView{}
+	// The view is good until just past the moment its oldest report is forgotten: a report
+	// exactly forget old still counts.
+	b.expires = now.Add(forget + time.Nanosecond)
 	for id, rep := range b.reports {
-		if now.Sub(rep.at) > routerForget*interval {
+		if now.Sub(rep.at) > forget {
 			delete(b.reports, id)
+			b.gen++
 			continue
+		}
+		if exp := rep.at.Add(forget + time.Nanosecond); exp.Before(b.expires) {
+			b.expires = exp
 		}
 		sec := rep.interval.Seconds()
 		if sec <= 0 {
@@ -122,7 +143,8 @@ func (b *routerBook) view(now time.Time, interval time.Duration) map[string]*rou
 			out[name] = &routerView{lastDemand: at, instances: map[string]*routerInstance{}}
 		}
 	}
-	return out
+	b.cached, b.cachedGen = out, b.gen
+	return out, b.gen
 }
 
 func summaryOf(l *llmscalerv1.LatencySummary) window.Summary {

@@ -145,13 +145,14 @@ type Deployment struct {
 	win      *window.Deployment
 	interval time.Duration
 
-	ids      map[string]bool // replicas the windows hold
-	present  map[string]bool // scratch
-	desired  int             // the count decided last; 0 until known
-	started  bool
-	start    time.Time
-	lastEval time.Time
-	lastTick time.Time
+	// reps are the live replicas, each as last reported; index finds one by id. The windows
+	// hold the same set.
+	reps    []heldReplica
+	index   map[string]int
+	mark    uint64 // Observe's sweep
+	desired int    // the count decided last; 0 until known
+	started bool
+	start   time.Time
 	// lastActive is when the deployment last had a request (effectiveMin).
 	lastActive time.Time
 	since      []time.Time
@@ -165,7 +166,7 @@ func NewDeployment(name string, p Policy, reportInterval time.Duration, desired 
 		reportInterval = window.DefaultReportInterval
 	}
 	d := &Deployment{name: name, pol: p, interval: reportInterval, desired: max(desired, 0),
-		ids: map[string]bool{}, present: map[string]bool{}}
+		index: map[string]int{}}
 	d.win = window.NewDeployment(d.windowConfig())
 	return d
 }
@@ -204,29 +205,68 @@ func (d *Deployment) Bound(minReplicas, maxReplicas int) {
 	d.desired = n
 }
 
-// SinceEval is how long ago the policy last ran, or a very long time if never.
-func (d *Deployment) SinceEval(now time.Time) time.Duration {
-	if d.lastEval.IsZero() {
-		return 1<<63 - 1
-	}
-	return now.Sub(d.lastEval)
+type heldReplica struct {
+	Replica
+	mark uint64
 }
 
-// Observe feeds the replicas' latest reports into the windows: a replica missing from reps
-// is gone (stopped, draining, lost) and leaves them.
-func (d *Deployment) Observe(reps []Replica) {
-	clear(d.present)
-	for i := range reps {
-		r := &reps[i]
-		d.present[r.ID] = true
-		d.win.Observe(r.ID, r.Phase, r.Sample)
+// Update records one replica's latest report: a new replica joins the windows. A sample
+// older than the one held is ignored (reports can arrive out of order), but the phase is
+// taken. O(1).
+func (d *Deployment) Update(r Replica) {
+	d.win.Observe(r.ID, r.Phase, r.Sample)
+	i, ok := d.index[r.ID]
+	if !ok {
+		d.index[r.ID] = len(d.reps)
+		d.reps = append(d.reps, heldReplica{Replica: r, mark: d.mark})
+		return
 	}
-	for id := range d.ids {
-		if !d.present[id] {
-			d.win.Remove(id)
+	h := &d.reps[i]
+	h.Phase, h.Since, h.mark = r.Phase, r.Since, d.mark
+	if !r.Sample.Time.Before(h.Sample.Time) {
+		h.Sample = r.Sample
+	}
+}
+
+// Gone removes a replica that stopped, failed, is draining or was lost: it leaves the
+// windows from the next point. O(1).
+func (d *Deployment) Gone(id string) {
+	i, ok := d.index[id]
+	if !ok {
+		return
+	}
+	d.win.Remove(id)
+	d.drop(i)
+}
+
+// drop removes d.reps[i], moving the last replica into its place.
+func (d *Deployment) drop(i int) {
+	last := len(d.reps) - 1
+	delete(d.index, d.reps[i].ID)
+	if i != last {
+		d.reps[i] = d.reps[last]
+		d.index[d.reps[i].ID] = i
+	}
+	d.reps[last] = heldReplica{}
+	d.reps = d.reps[:last]
+}
+
+// Replicas is the number of live replicas held.
+func (d *Deployment) Replicas() int { return len(d.reps) }
+
+// Observe makes reps the whole live set: each is updated, and a replica held but missing
+// from reps is gone (stopped, draining, lost).
+func (d *Deployment) Observe(reps []Replica) {
+	d.mark++
+	for i := range reps {
+		d.Update(reps[i])
+	}
+	for i := len(d.reps) - 1; i >= 0; i-- {
+		if d.reps[i].mark != d.mark {
+			d.win.Remove(d.reps[i].ID)
+			d.drop(i)
 		}
 	}
-	d.ids, d.present = d.present, d.ids
 }
 
 // Step is one pass of the loop at now: it observes reps, closes a window point when
@@ -235,15 +275,20 @@ func (d *Deployment) Observe(reps []Replica) {
 // false when the policy did not run. The returned decision's Desired is the new count when
 // Change is set and it is no dry run.
 func (d *Deployment) Step(now time.Time, reps []Replica, spec Spec, closePoint bool) (dec policy.Decision, ok bool) {
+	d.Observe(reps)
+	return d.Evaluate(now, spec, closePoint)
+}
+
+// Evaluate is Step over the replicas held (Update, Gone), for a caller that feeds only
+// what changed.
+func (d *Deployment) Evaluate(now time.Time, spec Spec, closePoint bool) (dec policy.Decision, ok bool) {
 	if !d.started {
 		d.started, d.start = true, now
 	}
-	d.Observe(reps)
+	reps := d.reps
 	if closePoint {
 		d.win.Tick(now)
-		d.lastTick = now
 	}
-	d.lastEval = now
 	if spec.Manual {
 		return policy.Decision{}, false
 	}
@@ -290,7 +335,7 @@ func (d *Deployment) Step(now time.Time, reps []Replica, spec Spec, closePoint b
 
 // effectiveMin is the floor at this step: spec.Min, or with Min 0 one replica while the
 // deployment has seen a request within IdleToZero (routers' demand, or a replica with work).
-func (d *Deployment) effectiveMin(now time.Time, reps []Replica, spec Spec) int {
+func (d *Deployment) effectiveMin(now time.Time, reps []heldReplica, spec Spec) int {
 	if spec.LastDemand.After(d.lastActive) {
 		d.lastActive = spec.LastDemand
 	}
@@ -308,6 +353,3 @@ func (d *Deployment) effectiveMin(now time.Time, reps []Replica, spec Spec) int 
 	}
 	return 1
 }
-
-// LastTick is when the loop last closed a window point.
-func (d *Deployment) LastTick() time.Time { return d.lastTick }

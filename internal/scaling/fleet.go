@@ -12,9 +12,16 @@ import (
 	llmscalerv1 "github.com/llmscaler/llmscaler/proto/llmscaler/v1"
 )
 
-// Observed is one deployment's replicas in a fleet snapshot.
-type Observed struct {
-	Replicas []Replica
+// Change is one replica's latest report, or with Gone its end: stopped, draining or lost
+// (only Replica.ID is read then).
+type Change struct {
+	Deployment string
+	Replica    Replica
+	Gone       bool
+}
+
+// Conditions are what a deployment's evaluation needs beside its replicas.
+type Conditions struct {
 	// ColdStart is the longest measured cold start of the deployment's profile, 0 if none.
 	ColdStart time.Duration
 	// RouterWaiting is the requests routers hold for the deployment (no replica ready, or
@@ -24,9 +31,13 @@ type Observed struct {
 	LastDemand    time.Time
 }
 
-// Source gives the Fleet the latest reports, per deployment.
+// Source feeds the Fleet what agents and routers report.
 type Source interface {
-	Snapshot() map[string]Observed
+	// Changes is what changed since the last call, in order, and every deployment's
+	// conditions now. With all set it includes every live replica as well (a deployment
+	// the Fleet did not know may have some). The first call gives every live replica
+	// anyway. Both results are the Fleet's only until the next call.
+	Changes(all bool) ([]Change, map[string]Conditions)
 }
 
 // Sink acts on decisions. Decided is called outside the Fleet's lock, once per evaluation,
@@ -48,12 +59,19 @@ type Fleet struct {
 
 	mu   sync.Mutex
 	deps map[string]*entry
+	// resync asks the source for every live replica at the next pass: a new deployment's
+	// replicas may have reported before it was known.
+	resync bool
 }
 
 type entry struct {
 	loop *Deployment
 	as   *policy.Autoscaler
 	spec Spec
+	// changed is set by a change to the deployment's replicas since its last evaluation;
+	// lastChanged is when a change last had it evaluated (a poked pass).
+	changed     bool
+	lastChanged time.Time
 }
 
 // NewFleet returns a Fleet whose replicas report every reportInterval.
@@ -85,6 +103,7 @@ func (f *Fleet) Put(name string, spec Spec, p *llmscalerv1.Policy, initial int) 
 		}
 		e = &entry{as: as, loop: NewDeployment(name, Autoscaler{as}, f.interval, initial)}
 		f.deps[name] = e
+		f.resync = true
 	} else {
 		if err := e.as.SetPolicy(p); err != nil {
 			return err
@@ -122,11 +141,12 @@ func (f *Fleet) Poke() {
 	}
 }
 
-// Run evaluates every report interval and on pokes until ctx ends. A tick snapshots the
-// whole fleet, so poke-triggered ticks run at most once per gap (a tenth of the report
-// interval) however many agents report: a poke that comes sooner waits for a retry timer,
-// and a deployment evaluated too recently is evaluated as soon as its gap has passed, not
-// at the next interval.
+// Run evaluates every deployment each report interval, and a deployment whose replicas
+// reported as soon as they did, until ctx ends. Pokes are taken at most once per batch (a
+// hundredth of the report interval): the source's changes are read in batches however
+// many agents report. A deployment is evaluated on its replicas' reports at most once per
+// gap (a tenth of the interval): one whose gap has not passed is evaluated as soon as it has,
+// not at the next interval.
 func (f *Fleet) Run(ctx context.Context) error {
 	if f.src == nil || f.sink == nil {
 		return errors.New("scaling: fleet without source or sink")
@@ -137,6 +157,7 @@ func (f *Fleet) Run(ctx context.Context) error {
 	retry.Stop()
 	defer retry.Stop()
 	armed := false
+	batch := f.interval / batchesPerInterval
 	var lastPoked time.Time
 	for {
 		poked := true
@@ -146,9 +167,9 @@ func (f *Fleet) Run(ctx context.Context) error {
 		case <-tk.C():
 			poked = false
 		case <-f.poked:
-			if since := f.clock.Now().Sub(lastPoked); since < f.gap {
+			if since := f.clock.Now().Sub(lastPoked); since < batch {
 				if !armed {
-					retry.Reset(f.gap - since)
+					retry.Reset(batch - since)
 					armed = true
 				}
 				continue
@@ -166,35 +187,62 @@ func (f *Fleet) Run(ctx context.Context) error {
 	}
 }
 
+// batchesPerInterval is how many times per report interval Run reads changes at most.
+const batchesPerInterval = 100
+
 type decided struct {
 	name  string
 	d     policy.Decision
 	acted bool
 }
 
-// Tick is one pass over the fleet at the clock's now: each deployment observes its replicas
-// and, unless a poke-triggered pass comes within its gap of the last evaluation, closes a
-// window point and evaluates. Decisions go to the sink. It returns how long until a
-// deployment it skipped can be evaluated, 0 if it skipped none.
+// Tick is one pass at the clock's now. It applies the source's changes to the deployments'
+// loops; then a poke-triggered pass evaluates each deployment whose replicas changed and
+// whose last such evaluation is a gap old, and the interval's pass evaluates every
+// deployment. Each evaluation closes a window point. Decisions go to the sink. It returns
+// how long until a changed deployment it skipped can be evaluated, 0 if it skipped none.
 func (f *Fleet) Tick(ctx context.Context, poked bool) time.Duration {
 	now := f.clock.Now()
-	snap := f.src.Snapshot()
+	f.mu.Lock()
+	all := f.resync
+	f.resync = false
+	f.mu.Unlock()
+	changes, conds := f.src.Changes(all)
 	var out []decided
 	var wait time.Duration
 	f.mu.Lock()
-	for name, e := range f.deps {
-		if since := e.loop.SinceEval(now); poked && since < f.gap {
-			if w := f.gap - since; wait == 0 || w < wait {
-				wait = w
-			}
+	for i := range changes {
+		c := &changes[i]
+		e := f.deps[c.Deployment]
+		if e == nil {
 			continue
 		}
-		obs := snap[name]
+		if c.Gone {
+			e.loop.Gone(c.Replica.ID)
+		} else {
+			e.loop.Update(c.Replica)
+		}
+		e.changed = true
+	}
+	for name, e := range f.deps {
+		if poked {
+			if !e.changed {
+				continue
+			}
+			if since := now.Sub(e.lastChanged); since < f.gap {
+				if w := f.gap - since; wait == 0 || w < wait {
+					wait = w
+				}
+				continue
+			}
+			e.lastChanged = now
+		}
+		e.changed = false
+		c := conds[name]
 		spec := e.spec
-		spec.ColdStart = obs.ColdStart
-		spec.RouterWaiting, spec.LastDemand = obs.RouterWaiting, obs.LastDemand
-		closePoint := !poked || now.Sub(e.loop.LastTick()) >= f.gap
-		d, ok := e.loop.Step(now, obs.Replicas, spec, closePoint)
+		spec.ColdStart = c.ColdStart
+		spec.RouterWaiting, spec.LastDemand = c.RouterWaiting, c.LastDemand
+		d, ok := e.loop.Evaluate(now, spec, true)
 		if ok {
 			out = append(out, decided{name: name, d: d, acted: d.Change && !d.DryRun})
 		}

@@ -279,12 +279,11 @@ func (t *fakeTimer) Reset(d time.Duration) {
 	}
 }
 
-// stubSource reports one READY replica of deployment "d".
+// stubSource reports a new sample of one READY replica of deployment "d" at each call.
 type stubSource struct{ clk *fakeClock }
 
-func (s stubSource) Snapshot() map[string]Observed {
-	at := s.clk.Now()
-	return map[string]Observed{"d": {Replicas: []Replica{ready("a", at, 1)}}}
+func (s stubSource) Changes(bool) ([]Change, map[string]Conditions) {
+	return []Change{{Deployment: "d", Replica: ready("a", s.clk.Now(), 1)}}, nil
 }
 
 type sinkEvent struct {
@@ -415,4 +414,170 @@ func TestFleetTickSkipsWithinGap(t *testing.T) {
 		t.Fatalf("tick waits %s", w)
 	}
 	next(t, sink)
+}
+
+// TestUpdatesMatchStep feeds one loop the whole replica set at every step (the simulator)
+// and another only what changed (the controller): both must decide the same and hold the
+// same replicas, through replicas joining, updating, starting and going.
+func TestUpdatesMatchStep(t *testing.T) {
+	mk := func() *Deployment {
+		as, err := policy.NewAutoscaler(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return NewDeployment("d", Autoscaler{as}, time.Second, 2)
+	}
+	full, inc := mk(), mk()
+	spec := Spec{Min: 1, Max: 20, ColdStart: 30 * time.Second}
+	held := map[string]Replica{}
+	for step := 1; step <= 120; step++ {
+		at := t0.Add(time.Duration(step) * time.Second)
+		var changes []Change
+		put := func(r Replica) { held[r.ID] = r; changes = append(changes, Change{Deployment: "d", Replica: r}) }
+		gone := func(id string) {
+			delete(held, id)
+			changes = append(changes, Change{Deployment: "d", Replica: Replica{ID: id}, Gone: true})
+		}
+		// A load that rises for a minute and falls again, over replicas that come and go.
+		load := float64(step)
+		if step > 60 {
+			load = float64(120 - step)
+		}
+		for k := range 6 {
+			id := string(rune('a' + k))
+			switch {
+			case step%(k+2) == 0 && k >= 4:
+				gone(id)
+			case k == 5 && step%7 == 0:
+				put(Replica{ID: id, Phase: window.Starting, Since: at.Add(-time.Duration(k) * time.Second)})
+			default:
+				s := window.Sample{Time: at, Waiting: load / 4, Running: 4, FinishedPerSec: 2,
+					TTFT: window.Summary{P50: 0.1 * load, P95: 0.3 * load, Count: 4}}
+				put(Replica{ID: id, Phase: window.Ready, Sample: s})
+			}
+		}
+		// A sample older than the one held is ignored by both.
+		if step%11 == 0 {
+			old := held["a"]
+			old.Sample.Time = at.Add(-time.Hour)
+			old.Sample.Running = 99
+			changes = append(changes, Change{Deployment: "d", Replica: old})
+		}
+		reps := make([]Replica, 0, len(held))
+		for k := range 6 {
+			if r, ok := held[string(rune('a'+k))]; ok {
+				reps = append(reps, r)
+			}
+		}
+		for _, c := range changes {
+			if c.Gone {
+				inc.Gone(c.Replica.ID)
+			} else {
+				inc.Update(c.Replica)
+			}
+		}
+		df, okf := full.Step(at, reps, spec, true)
+		di, oki := inc.Evaluate(at, spec, true)
+		if okf != oki || df.Desired != di.Desired || df.Current != di.Current || df.Change != di.Change || df.Reason != di.Reason {
+			t.Fatalf("step %d: full %+v, changes only %+v", step, df, di)
+		}
+		if full.Replicas() != len(reps) || inc.Replicas() != len(reps) || inc.Window().Replicas() != len(reps) {
+			t.Fatalf("step %d: %d replicas live, loops hold %d and %d (window %d)", step, len(reps), full.Replicas(), inc.Replicas(), inc.Window().Replicas())
+		}
+	}
+	if full.Desired() == 2 {
+		t.Fatal("the load never moved the count: the comparison tested nothing")
+	}
+}
+
+// changeSource gives the changes queued in it, and records the all flag of each call.
+type changeSource struct {
+	mu   sync.Mutex
+	next []Change
+	all  []bool
+}
+
+func (s *changeSource) queue(c ...Change) {
+	s.mu.Lock()
+	s.next = append(s.next, c...)
+	s.mu.Unlock()
+}
+
+func (s *changeSource) Changes(all bool) ([]Change, map[string]Conditions) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := s.next
+	s.next = nil
+	s.all = append(s.all, all)
+	return out, map[string]Conditions{"a": {ColdStart: 42 * time.Second}}
+}
+
+// TestFleetEvaluatesWhatChanged checks that a poke evaluates only the deployments whose
+// replicas changed, that the interval's pass evaluates all, and that the interval's pass does
+// not hold back the evaluation of a report that comes right after it.
+func TestFleetEvaluatesWhatChanged(t *testing.T) {
+	clk := newFakeClock()
+	sink := make(chanSink, 16)
+	src := &changeSource{}
+	f := NewFleet(clk, time.Second, src, sink)
+	for _, name := range []string{"a", "b"} {
+		if err := f.Put(name, Spec{Min: 1, Max: 4}, nil, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	names := func() []string {
+		var out []string
+		for {
+			select {
+			case e := <-sink:
+				out = append(out, e.name)
+			default:
+				return out
+			}
+		}
+	}
+	f.Tick(ctx, false)
+	if got := names(); strings.Join(got, ",") != "a,b" {
+		t.Fatalf("interval pass evaluated %v", got)
+	}
+	if len(src.all) != 1 || !src.all[0] {
+		t.Fatalf("a new deployment did not ask for every replica: %v", src.all)
+	}
+	clk.advance(5 * time.Millisecond)
+	src.queue(Change{Deployment: "a", Replica: ready("a-1", clk.Now(), 1)})
+	if w := f.Tick(ctx, true); w != 0 {
+		t.Fatalf("waits %s", w)
+	}
+	if got := names(); strings.Join(got, ",") != "a" {
+		t.Fatalf("a report of a, 5 ms after the interval's pass, evaluated %v", got)
+	}
+	if src.all[1] {
+		t.Fatal("asked for every replica again")
+	}
+	// A second report of a within the gap waits for it; b, unchanged, is not evaluated.
+	clk.advance(30 * time.Millisecond)
+	src.queue(Change{Deployment: "a", Replica: ready("a-1", clk.Now(), 2)})
+	if w := f.Tick(ctx, true); w != 70*time.Millisecond {
+		t.Fatalf("a report within the gap waits %s", w)
+	}
+	if got := names(); len(got) != 0 {
+		t.Fatalf("evaluated %v within the gap", got)
+	}
+	clk.advance(70 * time.Millisecond)
+	f.Tick(ctx, true)
+	if got := names(); strings.Join(got, ",") != "a" {
+		t.Fatalf("after the gap evaluated %v", got)
+	}
+	// A replica that goes leaves the loop.
+	src.queue(Change{Deployment: "a", Replica: Replica{ID: "a-1"}, Gone: true}, Change{Deployment: "nobody", Replica: ready("x", clk.Now(), 1)})
+	clk.advance(100 * time.Millisecond)
+	f.Tick(ctx, true)
+	names()
+	f.mu.Lock()
+	n := f.deps["a"].loop.Replicas()
+	f.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("a holds %d replicas after its one went", n)
+	}
 }
