@@ -175,6 +175,20 @@ func (s *reconcileState) avoid(deployment, node string, now time.Time) bool {
 	return n >= avoidAfter
 }
 
+// avoiding is the set of nodes that placement avoids for a deployment now (avoid).
+func (s *reconcileState) avoiding(deployment string, now time.Time) map[string]bool {
+	var out map[string]bool
+	for node := range s.failures[deployment] {
+		if s.avoid(deployment, node, now) {
+			if out == nil {
+				out = map[string]bool{}
+			}
+			out[node] = true
+		}
+	}
+	return out
+}
+
 // startAction and stopAction are the commands one pass decides to send.
 type startAction struct {
 	nodeID string
@@ -190,6 +204,7 @@ type stopAction struct {
 
 // placed is one instance with the node it runs on.
 type placed struct {
+	node   int // index in the pass's nodes
 	nodeID string
 	in     *llmscalerv1.InstanceStatus
 }
@@ -202,13 +217,11 @@ func plan(now time.Time, deployments map[string]*llmscalerv1.Deployment, nodes [
 	var stops []stopAction
 	msgs := map[string]string{}
 
-	// Per-node placement view, shared across deployments so that two replicas placed in one
-	// pass never get the same GPU.
-	views := map[string]*placement.Node{}
-	draining := map[string]bool{}
+	// Per-node placement views, shared across deployments so that two replicas placed in one
+	// pass never get the same GPU. Nodes are found by their index in nodes: maps keyed by
+	// node and instance id were most of a pass over 10,000 nodes.
+	views := make([]placement.Node, len(nodes))
 	byDeployment := map[string][]placed{}
-	seen := map[string]bool{}
-	order := make([]string, 0, len(nodes))
 	var unreported []string
 	for i := range nodes {
 		ns := &nodes[i]
@@ -219,24 +232,24 @@ func plan(now time.Time, deployments map[string]*llmscalerv1.Deployment, nodes [
 		if ns.unreported {
 			unreported = append(unreported, n.GetNodeId())
 		}
-		draining[n.GetNodeId()] = n.GetDraining()
-		v := ns.place // shares the GPUs: markBusy copies them before it marks one
+		views[i] = ns.place // shares the GPUs: markBusy copies them before it marks one
 		for _, in := range ns.instances {
-			seen[in.GetInstanceId()] = true
-			byDeployment[in.GetDeployment()] = append(byDeployment[in.GetDeployment()], placed{n.GetNodeId(), in})
+			byDeployment[in.GetDeployment()] = append(byDeployment[in.GetDeployment()], placed{i, n.GetNodeId(), in})
 		}
-		views[n.GetNodeId()] = &v
-		order = append(order, n.GetNodeId())
 	}
+	find := nodeFinder(nodes)
 	stopping := st.stopping()
 	pendingBy := map[string][]*pendingStart{}
+	pendingAt := map[*pendingStart]int{} // node index, -1 for a node not in the pass
 	for _, p := range st.pending() {
-		if seen[p.instanceID] {
-			continue
+		i := find(p.nodeID)
+		if i >= 0 && hasInstance(nodes[i].instances, p.instanceID) {
+			continue // reported: counted with the node's instances
 		}
 		pendingBy[p.deployment] = append(pendingBy[p.deployment], p)
-		if v := views[p.nodeID]; v != nil {
-			markBusy(v, p.gpus)
+		pendingAt[p] = i
+		if i >= 0 {
+			markBusy(&views[i], p.gpus)
 		}
 	}
 
@@ -271,7 +284,7 @@ func plan(now time.Time, deployments map[string]*llmscalerv1.Deployment, nodes [
 			case ph != llmscalerv1.InstancePhase_INSTANCE_PHASE_STARTING && ph != llmscalerv1.InstancePhase_INSTANCE_PHASE_READY:
 				// draining or stopped: on its way out
 			case stopping[p.in.GetInstanceId()]:
-			case draining[p.nodeID]:
+			case nodes[p.node].node.GetDraining():
 				drained = append(drained, p)
 			default:
 				good = append(good, p)
@@ -293,15 +306,14 @@ func plan(now time.Time, deployments map[string]*llmscalerv1.Deployment, nodes [
 		}
 		if need > 0 {
 			req := placement.Request{Profile: spec.GetProfile(), GPUs: int(spec.GetGpusPerReplica()), GPUMemoryMiB: spec.GetGpuMemoryMib(), Selector: spec.GetNodeSelector()}
-			on := replicasByNode(good, drained, pendingBy[name])
-			cands := make([]placement.Node, 0, len(order))
+			on := replicasByNode(len(nodes), good, drained, pendingBy[name], pendingAt)
+			avoid := st.avoiding(name, now)
+			cands := make([]placement.Node, len(nodes))
 			for i := 0; i < need; i++ {
-				cands = cands[:0]
-				for _, id := range order {
-					v := *views[id]
-					v.Replicas = on[id]
-					v.Avoid = st.avoid(name, id, now)
-					cands = append(cands, v)
+				for k := range nodes {
+					cands[k] = views[k]
+					cands[k].Replicas = on[k]
+					cands[k].Avoid = avoid[nodes[k].node.GetNodeId()]
 				}
 				ch, err := placement.Place(cands, req)
 				if err != nil {
@@ -309,10 +321,12 @@ func plan(now time.Time, deployments map[string]*llmscalerv1.Deployment, nodes [
 					break
 				}
 				id := newID(name)
-				markBusy(views[ch.NodeID], ch.GPUs)
-				on[ch.NodeID]++
+				at := find(ch.NodeID)
+				markBusy(&views[at], ch.GPUs)
+				on[at]++
 				ps := &pendingStart{instanceID: id, deployment: name, nodeID: ch.NodeID, gpus: ch.GPUs}
 				pendingBy[name] = append(pendingBy[name], ps)
+				pendingAt[ps] = at
 				starts = append(starts, startAction{nodeID: ch.NodeID, start: &llmscalerv1.StartInstance{
 					InstanceId: id, Deployment: name, Profile: spec.GetProfile(), GpuIndices: ch.GPUs,
 				}})
@@ -378,18 +392,55 @@ func markBusy(v *placement.Node, gpus []uint32) {
 
 // replicasByNode counts a deployment's replicas on each node: live, on draining nodes, and
 // started but not reported yet.
-func replicasByNode(good, drained []placed, pending []*pendingStart) map[string]int {
-	on := make(map[string]int, len(good)+len(drained)+len(pending))
+func replicasByNode(nodes int, good, drained []placed, pending []*pendingStart, pendingAt map[*pendingStart]int) []int {
+	on := make([]int, nodes)
 	for _, p := range good {
-		on[p.nodeID]++
+		on[p.node]++
 	}
 	for _, p := range drained {
-		on[p.nodeID]++
+		on[p.node]++
 	}
 	for _, p := range pending {
-		on[p.nodeID]++
+		if i := pendingAt[p]; i >= 0 {
+			on[i]++
+		}
 	}
 	return on
+}
+
+// nodeFinder returns a lookup of a node's index in nodes (-1: absent): a binary search when
+// nodes are in id order, as fleet snapshots are, else a map.
+func nodeFinder(nodes []nodeSnapshot) func(id string) int {
+	sorted := slices.IsSortedFunc(nodes, func(a, b nodeSnapshot) int { return strings.Compare(a.node.GetNodeId(), b.node.GetNodeId()) })
+	if sorted {
+		return func(id string) int {
+			i, ok := slices.BinarySearchFunc(nodes, id, func(n nodeSnapshot, id string) int { return strings.Compare(n.node.GetNodeId(), id) })
+			if !ok {
+				return -1
+			}
+			return i
+		}
+	}
+	at := make(map[string]int, len(nodes))
+	for i := range nodes {
+		at[nodes[i].node.GetNodeId()] = i
+	}
+	return func(id string) int {
+		if i, ok := at[id]; ok {
+			return i
+		}
+		return -1
+	}
+}
+
+// hasInstance reports whether a node's instances include id.
+func hasInstance(ins []*llmscalerv1.InstanceStatus, id string) bool {
+	for _, in := range ins {
+		if in.GetInstanceId() == id {
+			return true
+		}
+	}
+	return false
 }
 
 // victims picks n instances to stop: STARTING ones first (they serve nothing yet), then
