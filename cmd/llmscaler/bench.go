@@ -18,13 +18,15 @@ import (
 	"github.com/llmscaler/llmscaler/internal/logging"
 )
 
-const benchUsage = `usage: llmscaler bench fleet [flags]
+const benchUsage = `usage: llmscaler bench <fleet|agent> [flags]
 
   fleet   run a real controller against thousands of simulated agents (a second process,
           one gRPC stream each) and measure connect, reports/s, ingest and decision
           latency, admin calls, CPU and memory, and optionally a leader failover
+  agent   run one real agent with fake GPUs and fakeserver instances under a real
+          controller and measure the agent's own CPU and memory and its reports/s
 
-Run 'llmscaler bench fleet -h' for its flags.
+Run 'llmscaler bench fleet -h' or 'llmscaler bench agent -h' for their flags.
 `
 
 // runBench is `llmscaler bench`. Its agents and etcd subcommands are the processes that
@@ -37,6 +39,8 @@ func runBench(ctx context.Context, args []string, out io.Writer) error {
 	switch args[0] {
 	case "fleet":
 		return runBenchFleet(ctx, args[1:], out)
+	case "agent":
+		return runBenchAgent(ctx, args[1:], out)
 	case "agents":
 		return runBenchAgents(ctx, args[1:], out)
 	case "etcd":
@@ -79,6 +83,25 @@ func benchFleetFlags(cfg *fleetbench.Config) (fs *flag.FlagSet, bin, jsonPath, l
 	return fs, bin, jsonPath, logLevel
 }
 
+// benchBinaries finds this executable (why says what for) and the directory of the named
+// binaries: bin, or by default this executable's, which must hold every one.
+func benchBinaries(bin, why string, names ...string) (self, dir string, err error) {
+	self, err = os.Executable()
+	if err != nil {
+		return "", "", fmt.Errorf("find this executable (%s): %w", why, err)
+	}
+	dir = bin
+	if dir == "" {
+		dir = filepath.Dir(self)
+	}
+	for _, n := range names {
+		if _, err := os.Stat(filepath.Join(dir, n)); err != nil {
+			return "", "", fmt.Errorf("--bin %s: no %s there (go build -o %s ./cmd/...): %w", dir, n, dir, err)
+		}
+	}
+	return self, dir, nil
+}
+
 // runBenchFleet runs the fleet benchmark, prints its table and writes its JSON, also when
 // it failed (the figures so far say where).
 func runBenchFleet(ctx context.Context, args []string, out io.Writer) error {
@@ -88,19 +111,12 @@ func runBenchFleet(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	self, err := os.Executable()
+	self, dir, err := benchBinaries(*bin, "to run the agents process", "llmscaler-controller")
 	if err != nil {
-		return fmt.Errorf("find this executable (to run the agents process): %w", err)
-	}
-	dir := *bin
-	if dir == "" {
-		dir = filepath.Dir(self)
+		return err
 	}
 	cfg.Self = self
 	cfg.Controller = filepath.Join(dir, "llmscaler-controller")
-	if _, err := os.Stat(cfg.Controller); err != nil {
-		return fmt.Errorf("--bin %s: no llmscaler-controller there (go build -o %s ./cmd/...): %w", dir, dir, err)
-	}
 	switch {
 	case cfg.ProgressInterval >= 0:
 		cfg.Progress = os.Stderr
@@ -112,19 +128,76 @@ func runBenchFleet(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	res, runErr := b.Run(ctx)
+	return report(res, runErr, out, *jsonPath)
+}
+
+// benchAgentFlags registers `bench agent`'s flags; bin, jsonPath and logLevel are the
+// command's own, the rest fill cfg.
+func benchAgentFlags(cfg *fleetbench.AgentBenchConfig) (fs *flag.FlagSet, bin, jsonPath, logLevel *string) {
+	fs = flag.NewFlagSet("llmscaler bench agent", flag.ContinueOnError)
+	fs.IntVar(&cfg.GPUs, "gpus", fleetbench.DefaultAgentGPUs, "fake GPUs of the agent (its --fake-gpus)")
+	fs.IntVar(&cfg.Instances, "instances", fleetbench.DefaultAgentInstances, "READY fakeserver instances the agent runs, one GPU each (at most --gpus)")
+	fs.DurationVar(&cfg.Duration, "duration", fleetbench.DefaultAgentDuration, "steady window, once every instance is READY, over which CPU, memory and reports/s are measured")
+	fs.DurationVar(&cfg.Interval, "interval", fleetbench.DefaultInterval, "report interval of the agent and the controller (the agent scrapes its servers at it too)")
+	fs.Float64Var(&cfg.Load, "load", fleetbench.DefaultAgentLoad, "requests/s sent to the servers, spread over them, so that the metrics the agent scrapes move (0: none)")
+	fs.DurationVar(&cfg.ReadyTimeout, "ready-timeout", fleetbench.DefaultAgentReadyTimeout, "fail unless every instance is READY within this of the apply")
+	fs.BoolVar(&cfg.Pprof, "pprof", false, "run the agent with --pprof-addr and fetch its CPU profile over the window and its heap after")
+	fs.StringVar(&cfg.PprofDir, "pprof-dir", "bench-out", "directory for the --pprof profiles")
+	fs.StringVar(&cfg.LogDir, "log-dir", "", "keep the controller and agent logs, the catalog and the agent's data (its servers' logs) here (default: a temporary directory, removed)")
+	bin = fs.String("bin", "", "directory of llmscaler-controller and llmscaler-agent (default the directory of this llmscaler binary)")
+	jsonPath = fs.String("json", "", "also write every figure and the parameters as JSON to this file")
+	logLevel = fs.String("log-level", "info", "log level: trace, debug, info, warn, error")
+	return fs, bin, jsonPath, logLevel
+}
+
+// runBenchAgent runs the agent benchmark, prints its table and writes its JSON, also when it
+// failed.
+func runBenchAgent(ctx context.Context, args []string, out io.Writer) error {
+	var cfg fleetbench.AgentBenchConfig
+	fs, bin, jsonPath, logLevel := benchAgentFlags(&cfg)
+	log, err := parseBenchFlags(fs, args, logLevel)
+	if err != nil {
+		return err
+	}
+	self, dir, err := benchBinaries(*bin, "the catalog runs its fakeserver", "llmscaler-controller", "llmscaler-agent")
+	if err != nil {
+		return err
+	}
+	cfg.Self = self
+	cfg.Controller = filepath.Join(dir, "llmscaler-controller")
+	cfg.Agent = filepath.Join(dir, "llmscaler-agent")
+	b, err := fleetbench.NewAgentBench(cfg, log)
+	if err != nil {
+		return err
+	}
+	res, runErr := b.Run(ctx)
+	return report(res, runErr, out, *jsonPath)
+}
+
+// report prints a bench's result and writes its JSON, also when the run failed (the figures
+// so far say where); the error is the run's, joined with any from writing.
+func report(res interface{ WriteText(io.Writer) error }, runErr error, out io.Writer, jsonPath string) error {
 	if err := res.WriteText(out); err != nil {
 		return errors.Join(runErr, err)
 	}
-	if *jsonPath != "" {
-		buf, err := json.MarshalIndent(res, "", "  ")
-		if err == nil {
-			err = os.WriteFile(*jsonPath, append(buf, '\n'), 0o644)
-		}
-		if err != nil {
-			return errors.Join(runErr, fmt.Errorf("--json %s: %w", *jsonPath, err))
+	if jsonPath != "" {
+		if err := writeJSON(jsonPath, res); err != nil {
+			return errors.Join(runErr, err)
 		}
 	}
 	return runErr
+}
+
+// writeJSON writes v, indented, to path.
+func writeJSON(path string, v any) error {
+	buf, err := json.MarshalIndent(v, "", "  ")
+	if err == nil {
+		err = os.WriteFile(path, append(buf, '\n'), 0o644)
+	}
+	if err != nil {
+		return fmt.Errorf("--json %s: %w", path, err)
+	}
+	return nil
 }
 
 // runBenchAgents is the agents process that `bench fleet` starts: the simulated agents,

@@ -54,6 +54,49 @@ func TestBenchNamesAMissingController(t *testing.T) {
 	}
 }
 
+// TestBenchAgentRefusesBadFlags checks `bench agent`'s parameters before anything starts
+// (the binaries here are empty files).
+func TestBenchAgentRefusesBadFlags(t *testing.T) {
+	bin := t.TempDir()
+	for _, b := range []string{"llmscaler-controller", "llmscaler-agent"} {
+		if err := os.WriteFile(filepath.Join(bin, b), nil, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no GPUs", []string{"--gpus", "0"}, "--gpus 0"},
+		{"more instances than GPUs", []string{"--gpus", "2", "--instances", "3"}, "--instances 3"},
+		{"no instances", []string{"--instances", "0"}, "--instances 0"},
+		{"short window", []string{"--duration", "10ms"}, "--duration"},
+		{"fast interval", []string{"--interval", "1ms"}, "--interval"},
+		{"negative load", []string{"--load", "-2"}, "--load -2"},
+		{"stray argument", []string{"extra"}, `unexpected argument "extra"`},
+		{"unknown flag", []string{"--agents", "3"}, "agents"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := runBench(context.Background(), append([]string{"agent", "--bin", bin}, tc.args...), &bytes.Buffer{})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %v, want one naming %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestBenchAgentNamesAMissingAgent(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "llmscaler-controller"), nil, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	err := runBench(context.Background(), []string{"agent", "--bin", dir}, &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "no llmscaler-agent") || !strings.Contains(err.Error(), dir) {
+		t.Errorf("error %v, want one saying there is no agent binary in %s", err, dir)
+	}
+}
+
 func TestBenchSubcommands(t *testing.T) {
 	if err := runBench(context.Background(), nil, &bytes.Buffer{}); err == nil {
 		t.Error("bench without a benchmark should fail")
@@ -62,7 +105,7 @@ func TestBenchSubcommands(t *testing.T) {
 		t.Errorf("unknown benchmark: %v", err)
 	}
 	var out bytes.Buffer
-	if err := runBench(context.Background(), []string{"help"}, &out); err != nil || !strings.Contains(out.String(), "bench fleet") {
+	if err := runBench(context.Background(), []string{"help"}, &out); err != nil || !strings.Contains(out.String(), "bench fleet") || !strings.Contains(out.String(), "bench agent") {
 		t.Errorf("help: %v, %q", err, out.String())
 	}
 	for _, args := range [][]string{

@@ -66,16 +66,9 @@ func (b *Bench) Run(ctx context.Context) (*Result, error) {
 	res := b.res
 	res.StartedAt = time.Now().UTC()
 	b.ticks = ClockTicks()
-	tmp, err := os.MkdirTemp("", "llmscaler-bench-")
-	if err != nil {
+	var err error
+	if b.tmp, b.logs, err = workDirs("llmscaler-bench-", b.cfg.LogDir); err != nil {
 		return res, err
-	}
-	b.tmp, b.logs = tmp, tmp
-	if b.cfg.LogDir != "" {
-		if err := os.MkdirAll(b.cfg.LogDir, 0o755); err != nil {
-			return res, fmt.Errorf("--log-dir: %w", err)
-		}
-		b.logs = b.cfg.LogDir
 	}
 	defer b.cleanup()
 
@@ -190,6 +183,28 @@ func (b *Bench) cleanup() {
 // waitFor polls cond every step until it holds, fails, or d passes. Polling is all there is:
 // the figures live in other processes.
 func (b *Bench) waitFor(ctx context.Context, d, step time.Duration, what string, cond func() (bool, error)) error {
+	return waitFor(ctx, d, step, what, cond)
+}
+
+// workDirs makes a run's temporary directory and picks its log directory: logDir, made if
+// need be, or else the temporary one.
+func workDirs(prefix, logDir string) (tmp, logs string, err error) {
+	tmp, err = os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", "", err
+	}
+	if logDir == "" {
+		return tmp, tmp, nil
+	}
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		os.RemoveAll(tmp)
+		return "", "", fmt.Errorf("--log-dir: %w", err)
+	}
+	return tmp, logDir, nil
+}
+
+// waitFor is Bench.waitFor, for the agent bench too.
+func waitFor(ctx context.Context, d, step time.Duration, what string, cond func() (bool, error)) error {
 	deadline := time.NewTimer(d)
 	defer deadline.Stop()
 	t := time.NewTicker(step)

@@ -13,4 +13,11 @@
 // The pure parts (the layout of instances, the simulated agent's desired-state handling,
 // quantiles, Prometheus text and /proc parsing, the result table) have no I/O and are unit
 // tested; the files that talk to processes, sockets and /proc are thin around them.
+//
+// AgentBench is `llmscaler bench agent`, on the same process plumbing: one real controller,
+// one real agent with fake GPUs whose catalog runs `llmscaler fakeserver`, a deployment that
+// holds its instances READY, and a steady window over which it measures the agent process
+// alone (CPU from /proc/PID/stat, RSS and VmHWM from /proc/PID/status), its reports/s, and,
+// apart, what its servers cost. The servers outlive the agent by design, so it kills them
+// itself at the end, found by pid and by their command line.
 package fleetbench

@@ -42,6 +42,24 @@ func ParseStat(s string) (uint64, error) {
 	return utime + stime, nil
 }
 
+// ParseStatPPID reads the parent's pid from the text of /proc/PID/stat.
+func ParseStatPPID(s string) (int, error) {
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc stat: no ')' after the command name in %.60q", s)
+	}
+	// After "pid (comm) ": state is field 3, ppid 4.
+	f := strings.Fields(s[i+1:])
+	if len(f) < 2 {
+		return 0, fmt.Errorf("/proc stat: %d fields after the command name, want at least 2", len(f))
+	}
+	ppid, err := strconv.Atoi(f[1])
+	if err != nil {
+		return 0, fmt.Errorf("/proc stat ppid %q: %w", f[1], err)
+	}
+	return ppid, nil
+}
+
 // ParseStatus reads VmRSS and VmHWM (KiB) from the text of /proc/PID/status.
 func ParseStatus(s string) (rss, hwm uint64, err error) {
 	var haveRSS bool

@@ -60,28 +60,16 @@ func (b *Bench) steady(ctx context.Context) error {
 	}
 	profiles := b.startProfiles(ctx, leader)
 	var maxCtrl, maxAgents uint64
-	t := time.NewTicker(time.Second)
-	end := time.NewTimer(b.cfg.Duration)
-	defer t.Stop()
-	defer end.Stop()
-sampling:
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-end.C:
-			break sampling
-		case <-t.C:
-			if err := b.alive(); err != nil {
-				return err
-			}
-			if p, err := ReadProc(leader.pid()); err == nil {
-				maxCtrl = max(maxCtrl, p.RSSKiB)
-			}
-			if p, err := ReadProc(b.agents.pid()); err == nil {
-				maxAgents = max(maxAgents, p.RSSKiB)
-			}
+	err = sampleEverySecond(ctx, b.cfg.Duration, b.alive, func() {
+		if p, err := ReadProc(leader.pid()); err == nil {
+			maxCtrl = max(maxCtrl, p.RSSKiB)
 		}
+		if p, err := ReadProc(b.agents.pid()); err == nil {
+			maxAgents = max(maxAgents, p.RSSKiB)
+		}
+	})
+	if err != nil {
+		return err
 	}
 	// The agents' stats come every half second: wait for a line from after the window.
 	if err := backoff.Sleep(ctx, statsLag); err != nil {
@@ -149,3 +137,25 @@ func procResult(a, b ProcSample, maxRSS uint64, ticks float64) ProcResult {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// sampleEverySecond calls each once a second for d, after alive says every process is
+// still up; it ends early with ctx's error or alive's.
+func sampleEverySecond(ctx context.Context, d time.Duration, alive func() error, each func()) error {
+	t := time.NewTicker(time.Second)
+	end := time.NewTimer(d)
+	defer t.Stop()
+	defer end.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-end.C:
+			return nil
+		case <-t.C:
+			if err := alive(); err != nil {
+				return err
+			}
+			each()
+		}
+	}
+}
