@@ -32,7 +32,10 @@ type engine struct {
 	journal *journal
 	history *replicaHistory
 	stored  map[string]*llmscalerv1.Decision // last decision stored in etcd, per deployment
-	loaded  map[string]uint32                // autoscaler counts stored by earlier leaders
+	// counts is each deployment's autoscaler count as last stored in etcd (at the start,
+	// by earlier leaders). The reconciler follows these, not the loops' count, which is
+	// ahead of etcd while a decision is being stored.
+	counts map[string]uint32
 
 	feed feed // only the scaling loops' goroutine touches it (Changes)
 }
@@ -65,7 +68,7 @@ func newEngine(c *Controller, t *term) *engine {
 		journal: newJournal(),
 		history: newReplicaHistory(historyStep, historySpan),
 		stored:  map[string]*llmscalerv1.Decision{},
-		loaded:  map[string]uint32{},
+		counts:  map[string]uint32{},
 
 		feed: newFeed(),
 	}
@@ -80,7 +83,7 @@ func (e *engine) load(ctx context.Context, deps []*llmscalerv1.Deployment) error
 		return err
 	}
 	e.mu.Lock()
-	e.loaded = counts
+	e.counts = counts
 	e.mu.Unlock()
 	for _, d := range deps {
 		name := d.GetSpec().GetName()
@@ -102,7 +105,15 @@ func (e *engine) put(d *llmscalerv1.Deployment) {
 	name := d.GetSpec().GetName()
 	e.mu.Lock()
 	e.specs[name] = d
-	initial := int(e.loaded[name])
+	initial := int(e.counts[name])
+	// New bounds apply to the stored count as the loop applies them to its own (Bound).
+	if c, ok := e.counts[name]; ok {
+		c = max(c, d.GetSpec().GetMinReplicas())
+		if m := d.GetSpec().GetMaxReplicas(); m > 0 {
+			c = min(c, m)
+		}
+		e.counts[name] = c
+	}
 	e.mu.Unlock()
 	spec := scaling.Spec{
 		Min:        int(d.GetSpec().GetMinReplicas()),
@@ -126,6 +137,7 @@ func (e *engine) remove(ctx context.Context, name string) {
 	e.mu.Lock()
 	delete(e.specs, name)
 	delete(e.stored, name)
+	delete(e.counts, name)
 	e.mu.Unlock()
 	e.journal.forget(name)
 	e.c.metrics.forgetDeployment(name)
@@ -145,9 +157,22 @@ func (e *engine) failWrite(what string, err error) {
 }
 
 // desired is the count the autoscaler drives a deployment towards, if it knows the deployment.
+//
+// It is the count stored in etcd: the loops decide a new count before the engine stores it
+// (Decided), and a reconcile pass in between must not act on a count that the next leader
+// would not know.
 func (e *engine) desired(name string) (uint32, bool) {
 	n, ok := e.loops.Desired(name)
-	return uint32(n), ok
+	if !ok {
+		return 0, false
+	}
+	e.mu.Lock()
+	c, stored := e.counts[name]
+	e.mu.Unlock()
+	if stored {
+		return c, true
+	}
+	return uint32(n), true
 }
 
 // poke asks for an evaluation soon (a report arrived); it never blocks.
@@ -326,6 +351,9 @@ func (e *engine) Decided(ctx context.Context, name string, d policy.Decision, ac
 			e.failWrite("store the desired count of "+name, err)
 			return
 		}
+		e.mu.Lock()
+		e.counts[name] = uint32(d.Desired)
+		e.mu.Unlock()
 		// Act now rather than at the reconciler's next pass: a burst should not wait. The
 		// reconciler's own pass may have been quicker; either way the journal gets the
 		// commands sent since the decision.

@@ -134,3 +134,33 @@ func TestRouterViewCached(t *testing.T) {
 		t.Fatalf("r1 not forgotten: gen %d (was %d), waiting %v", g4, g3, v4["d"].waiting)
 	}
 }
+
+// TestEngineFollowsTheStoredCount: while a decision is being stored, the reconciler sees
+// the count stored before it, not the one the loops already decided; new bounds apply to
+// the stored count.
+func TestEngineFollowsTheStoredCount(t *testing.T) {
+	e := &engine{log: hclogNull(), specs: map[string]*llmscalerv1.Deployment{}, counts: map[string]uint32{"d": 2}}
+	e.loops = scaling.NewFleet(scaling.RealClock{}, time.Second, e, e)
+	e.put(dep("d", 1, 10, nil))
+	if n, ok := e.desired("d"); !ok || n != 2 {
+		t.Fatalf("desired %d %v, want the stored 2", n, ok)
+	}
+	// The loops decide 5 (as Fleet.Tick does before the sink stores it).
+	if err := e.loops.Put("d", scaling.Spec{Min: 5, Max: 10}, nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := e.loops.Desired("d"); n != 5 {
+		t.Fatalf("loops at %d", n)
+	}
+	if n, _ := e.desired("d"); n != 2 {
+		t.Fatalf("desired %d before the count is stored, want 2", n)
+	}
+	// A spec whose min_replicas is above the stored count raises it.
+	e.put(dep("d", 4, 10, nil))
+	if n, _ := e.desired("d"); n != 4 {
+		t.Fatalf("desired %d after min_replicas 4, want 4", n)
+	}
+	if _, ok := e.desired("nobody"); ok {
+		t.Fatal("a count for an unknown deployment")
+	}
+}

@@ -182,16 +182,25 @@ func TestScaleFromZeroThroughRouters(t *testing.T) {
 	if withOne == nil || withOne.GetEndpoints()[0].GetAddress() != "127.0.0.1:18000" || withOne.GetEndpoints()[0].GetMaxInFlight() != 4 {
 		t.Fatalf("table %v, want the READY instance with its address and in-flight cap", withOne)
 	}
-	decs, err := cli.ListDecisions(ctx, &llmscalerv1.ListDecisionsRequest{Deployment: "d"})
-	if err != nil {
-		t.Fatal(err)
+	// The decision is journaled once its reconcile pass is done, which may be after the
+	// start it sent has come up: wait for it.
+	var decs *llmscalerv1.ListDecisionsResponse
+	explained := func() bool {
+		var err error
+		if decs, err = cli.ListDecisions(ctx, &llmscalerv1.ListDecisionsRequest{Deployment: "d"}); err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range decs.GetDecisions() {
+			if strings.Contains(d.GetReason(), "scale from zero: 1 requests waiting in routers") {
+				return true
+			}
+		}
+		return false
 	}
-	found := false
-	for _, d := range decs.GetDecisions() {
-		found = found || strings.Contains(d.GetReason(), "scale from zero: 1 requests waiting in routers")
-	}
-	if !found {
-		t.Fatalf("no decision explains the start from zero: %v", decs.GetDecisions())
+	for deadline := time.Now().Add(5 * time.Second); !explained(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no decision explains the start from zero: %v", decs.GetDecisions())
+		}
 	}
 
 	// The request is served (the router's queue empties), then nothing arrives.

@@ -68,10 +68,11 @@ type entry struct {
 	loop *Deployment
 	as   *policy.Autoscaler
 	spec Spec
-	// changed is set by a change to the deployment's replicas since its last evaluation;
-	// lastChanged is when a change last had it evaluated (a poked pass).
+	// changed is set by a change to the deployment's replicas or conditions since its last
+	// evaluation; lastChanged is when a change last had it evaluated (a poked pass).
 	changed     bool
 	lastChanged time.Time
+	conds       Conditions
 }
 
 // NewFleet returns a Fleet whose replicas report every reportInterval.
@@ -225,6 +226,11 @@ func (f *Fleet) Tick(ctx context.Context, poked bool) time.Duration {
 		e.changed = true
 	}
 	for name, e := range f.deps {
+		// Routers' figures change with no replica changing: a deployment at zero replicas
+		// that routers now hold requests for must be evaluated at once.
+		if c := conds[name]; c != e.conds {
+			e.conds, e.changed = c, true
+		}
 		if poked {
 			if !e.changed {
 				continue
@@ -238,7 +244,7 @@ func (f *Fleet) Tick(ctx context.Context, poked bool) time.Duration {
 			e.lastChanged = now
 		}
 		e.changed = false
-		c := conds[name]
+		c := e.conds
 		spec := e.spec
 		spec.ColdStart = c.ColdStart
 		spec.RouterWaiting, spec.LastDemand = c.RouterWaiting, c.LastDemand

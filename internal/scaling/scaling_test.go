@@ -581,3 +581,34 @@ func TestFleetEvaluatesWhatChanged(t *testing.T) {
 		t.Fatalf("a holds %d replicas after its one went", n)
 	}
 }
+
+// condSource gives no replica changes, only conditions.
+type condSource struct{ waiting float64 }
+
+func (s *condSource) Changes(bool) ([]Change, map[string]Conditions) {
+	return nil, map[string]Conditions{"z": {RouterWaiting: s.waiting}}
+}
+
+// TestFleetEvaluatesChangedConditions: a deployment with no replica whose routers start to
+// hold requests is evaluated on the poke, not at the next interval.
+func TestFleetEvaluatesChangedConditions(t *testing.T) {
+	clk := newFakeClock()
+	sink := make(chanSink, 16)
+	src := &condSource{}
+	f := NewFleet(clk, time.Second, src, sink)
+	if err := f.Put("z", Spec{Min: 0, Max: 4}, nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	f.Tick(ctx, false)
+	next(t, sink)
+	clk.advance(200 * time.Millisecond)
+	f.Tick(ctx, true)
+	none(t, sink)
+	src.waiting = 3
+	clk.advance(200 * time.Millisecond)
+	f.Tick(ctx, true)
+	if e := next(t, sink); e.name != "z" {
+		t.Fatalf("evaluated %s", e.name)
+	}
+}
