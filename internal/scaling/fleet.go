@@ -198,8 +198,8 @@ type decided struct {
 }
 
 // Tick is one pass at the clock's now. It applies the source's changes to the deployments'
-// loops; then a poke-triggered pass evaluates each deployment whose replicas changed and
-// whose last such evaluation is a gap old, and the interval's pass evaluates every
+// loops; then a poke-triggered pass evaluates each deployment whose replicas or conditions
+// changed and whose last such evaluation is a gap old, and the interval's pass evaluates every
 // deployment. Each evaluation closes a window point. Decisions go to the sink. It returns
 // how long until a changed deployment it skipped can be evaluated, 0 if it skipped none.
 func (f *Fleet) Tick(ctx context.Context, poked bool) time.Duration {
