@@ -111,11 +111,7 @@ type AgentBenchResult struct {
 	Params    AgentBenchParams `json:"params"`
 	Ready     ReadyResult      `json:"ready"`
 	Steady    AgentSteady      `json:"steady"`
-	// Profiles are the agent's pprof files written, with the command that reads each.
-	Profiles []ProfileFile `json:"profiles,omitempty"`
-	// Notes say what was skipped and why; Failures what makes the run fail.
-	Notes    []string `json:"notes,omitempty"`
-	Failures []string `json:"failures,omitempty"`
+	Outcome
 }
 
 // AgentBenchParams are the run's parameters.

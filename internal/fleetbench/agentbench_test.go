@@ -241,7 +241,7 @@ func TestAgentBenchWriteText(t *testing.T) {
 			t.Errorf("%+v is within the target", a)
 		}
 	}
-	failed := &AgentBenchResult{Params: AgentBenchParams{GPUs: 8, Instances: 4}, Failures: []string{"ready: an instance FAILED"}}
+	failed := &AgentBenchResult{Params: AgentBenchParams{GPUs: 8, Instances: 4}, Outcome: Outcome{Failures: []string{"ready: an instance FAILED"}}}
 	b.Reset()
 	if err := failed.WriteText(&b); err != nil {
 		t.Fatal(err)

@@ -19,17 +19,27 @@ type ProcSample struct {
 	RSSKiB, HWMKiB uint64
 }
 
-// ParseStat reads utime+stime (clock ticks) from the text of /proc/PID/stat. The command
-// name may hold spaces and parentheses, so the fields are counted from the last ')'.
-func ParseStat(s string) (uint64, error) {
+// statFields is the fields of /proc/PID/stat text after "pid (comm) ", at least want of
+// them. The command name may hold spaces and parentheses, so the fields are counted from
+// the last ')'; the state is the first of them (field 3).
+func statFields(s string, want int) ([]string, error) {
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("/proc stat: no ')' after the command name in %.60q", s)
+		return nil, fmt.Errorf("/proc stat: no ')' after the command name in %.60q", s)
 	}
-	// After "pid (comm) ": state is field 3, utime 14, stime 15.
 	f := strings.Fields(s[i+1:])
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc stat: %d fields after the command name, want at least 13", len(f))
+	if len(f) < want {
+		return nil, fmt.Errorf("/proc stat: %d fields after the command name, want at least %d", len(f), want)
+	}
+	return f, nil
+}
+
+// ParseStat reads utime+stime (clock ticks, fields 14 and 15) from the text of
+// /proc/PID/stat.
+func ParseStat(s string) (uint64, error) {
+	f, err := statFields(s, 13)
+	if err != nil {
+		return 0, err
 	}
 	utime, err := strconv.ParseUint(f[11], 10, 64)
 	if err != nil {
@@ -42,16 +52,11 @@ func ParseStat(s string) (uint64, error) {
 	return utime + stime, nil
 }
 
-// ParseStatPPID reads the parent's pid from the text of /proc/PID/stat.
+// ParseStatPPID reads the parent's pid (field 4) from the text of /proc/PID/stat.
 func ParseStatPPID(s string) (int, error) {
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("/proc stat: no ')' after the command name in %.60q", s)
-	}
-	// After "pid (comm) ": state is field 3, ppid 4.
-	f := strings.Fields(s[i+1:])
-	if len(f) < 2 {
-		return 0, fmt.Errorf("/proc stat: %d fields after the command name, want at least 2", len(f))
+	f, err := statFields(s, 2)
+	if err != nil {
+		return 0, err
 	}
 	ppid, err := strconv.Atoi(f[1])
 	if err != nil {

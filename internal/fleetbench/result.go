@@ -20,11 +20,15 @@ type Result struct {
 	Leadership LeadershipResult `json:"leadership"`
 	Failover   *FailoverResult  `json:"failover,omitempty"`
 	Final      FinalResult      `json:"final"`
-	// Profiles are the pprof files written, with the command that reads each.
+	Outcome
+}
+
+// Outcome is how every bench run ends, in its result: the profiles it wrote, with the
+// command that reads each; notes on what was skipped and why; and what makes it fail.
+type Outcome struct {
 	Profiles []ProfileFile `json:"profiles,omitempty"`
-	// Notes say what was skipped and why; Failures what makes the run fail.
-	Notes    []string `json:"notes,omitempty"`
-	Failures []string `json:"failures,omitempty"`
+	Notes    []string      `json:"notes,omitempty"`
+	Failures []string      `json:"failures,omitempty"`
 }
 
 // Params are the run's parameters.

@@ -15,7 +15,7 @@ func TestWriteTextSaysWhatIsMissingAndWhatFailed(t *testing.T) {
 		Leadership: LeadershipResult{LeaderBefore: "c0", LeaderAfter: "c1", EpochBefore: 2, EpochAfter: 3, Changes: 1},
 		Failover:   &FailoverResult{Killed: "c0", NewLeader: "c1", LeadS: ptr(3.2)},
 		Admin:      []AdminResult{{Method: "ListNodes", Calls: 20, MaxReplyBytes: 5 << 20}},
-		Failures:   []string{"admin ListNodes replied too much"},
+		Outcome:    Outcome{Failures: []string{"admin ListNodes replied too much"}},
 	}
 	var b bytes.Buffer
 	if err := r.WriteText(&b); err != nil {
