@@ -79,15 +79,17 @@ type targetConfig struct {
 }
 
 type sloConfig struct {
-	e2e          bool    // metric is end-to-end latency, else TTFT
-	quantile     float64 // percentile/100
-	percentile   float64
-	target       time.Duration
-	targetS      float64
-	headroom     float64
-	prior        float64
-	delay        time.Duration
-	panicMaxStep int
+	e2e        bool    // metric is end-to-end latency, else TTFT
+	quantile   float64 // percentile/100
+	percentile float64
+	target     time.Duration
+	targetS    float64
+	headroom   float64
+	// fixedHeadroom: the policy sets headroom, so none is learned.
+	fixedHeadroom bool
+	prior         float64
+	delay         time.Duration
+	panicMaxStep  int
 }
 
 func durOr(d *durationpb.Duration, def time.Duration) time.Duration {
@@ -205,7 +207,7 @@ func compileSLO(s *llmscalerv1.SloPolicy) sloConfig {
 			c.percentile = s.GetPercentile()
 		}
 		if s.Headroom != nil {
-			c.headroom = s.GetHeadroom()
+			c.headroom, c.fixedHeadroom = s.GetHeadroom(), true
 		}
 		if s.PriorRequestsPerSecond != nil {
 			c.prior = s.GetPriorRequestsPerSecond()

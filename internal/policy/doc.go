@@ -28,13 +28,22 @@
 //     says the ready replicas have headroom to spare (a fleet short by the model's own count
 //     breaches as expected and says nothing of capacity); the sample is the saturated
 //     replicas' output tokens/s over the output tokens of a request (finished requests lag by
-//     seconds). Raised to the throughput a replica demonstrably served with the SLO met.
-//   - Sizing on the stable window: ceil(arrival / capacity x (1 + headroom [0.15])), and at
-//     least one replica spare once the load needs a whole one; up by at most 4 per decision.
-//     When the arrival rate has risen beyond 3 standard deviations of Poisson noise between
-//     the Long window (two stable windows) and the stable one, for 10 s, with the panic window
-//     not below the stable mean, it sizes for where that trend is one cold start ahead (at most
-//     1.5 x the stable rate).
+//     seconds). Raised to the throughput a replica demonstrably served with the SLO met (its
+//     Poisson lower bound, 4 standard deviations below the window's finished count), and only
+//     once the ready count has held for a stable window and the drain after it: replicas that
+//     left in a scale-down finish requests into the window too.
+//   - Sizing on the stable window: ceil(arrival / capacity x (1 + headroom)); up by at most 4
+//     per decision. The headroom is learned (headroom.go) once there are 30 minutes of rise
+//     history: the 0.98 quantile of how far the demand rose over one cold start from the
+//     recent samples at or near the rate being sized, the lower of the two halves of the last
+//     hour (a rise counts only if it recurs). Smooth traffic gets the few percent its noise
+//     needs, on/off traffic keeps its crest through its troughs, a flash crowd seen once is the
+//     panic path's. No trend projection and no spare replica then: the rises contain both.
+//     Before that, or when the policy sets headroom: the fixed headroom [0.15], at least one
+//     replica spare once the load needs a whole one, and, when the arrival rate has risen
+//     beyond 3 standard deviations of Poisson noise between the Long window (two stable
+//     windows) and the stable one, for 10 s, with the panic window not below the stable mean,
+//     sizing for where that trend is one cold start ahead (at most 1.5 x the stable rate).
 //   - Panic: when the panic window shows p95 over target (and the stable window does too, if
 //     there is no queue: a few long prompts are not a capacity problem), a backlog of at least
 //     half a request per ready replica that cannot drain within the target, or arrivals above

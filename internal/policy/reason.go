@@ -195,7 +195,10 @@ func (a *Autoscaler) causeText() string {
 		return fmt.Sprintf("scale from zero: %s requests waiting in routers", num(c.a))
 	case causeSLOSize:
 		lead := ""
-		sizing := "x " + num(1+a.cfg.slo.headroom) + " headroom"
+		sizing := "x " + num(1+c.b) + " headroom"
+		if c.flags&2 != 0 {
+			sizing += " (learned)"
+		}
 		if c.flags&1 != 0 {
 			sizing = "with one replica spare"
 		}

@@ -44,6 +44,10 @@ const (
 	// before it alone means panic, in standard deviations of a Poisson count over the window:
 	// at 3 a steady load sized with headroom almost never trips it by chance.
 	arrivalSigmas = 3
+	// raiseSigmas is how many standard deviations of a Poisson count below what a window
+	// finished a raise of the capacity estimate goes: at 4 the most of a day's windows
+	// (about 3.2 standard deviations above the mean) stays below the mean.
+	raiseSigmas = 4
 )
 
 // sloState is the SLO policy's memory.
@@ -89,6 +93,12 @@ type sloState struct {
 	shrunk time.Time
 	// firstEval is when the policy first ran: its need history covers only the time since.
 	firstEval time.Time
+	// lastReady is the stable window's ready count at the last evaluation, and readySince
+	// since when it has been that.
+	lastReady  int
+	readySince time.Time
+	// rise learns the headroom from the recent rises of the demand (headroom.go).
+	rise riseTracker
 }
 
 // stampedCount is a replica count and when it was asked for.
@@ -259,10 +269,22 @@ func (a *Autoscaler) learnCapacity(in *Input) {
 		s.capacity += alpha * (sat - s.capacity)
 	}
 	st := &in.Stable
-	if st.Ready > 0 && st.Stale == 0 && st.Starting == 0 && in.Starting == 0 &&
+	if st.Ready != s.lastReady {
+		s.lastReady, s.readySince = st.Ready, in.Now
+	}
+	// The window's finished requests are the deployment's, those of replicas that left it
+	// (drained after a scale-down, finishing what they held) included: they count for the
+	// ready replicas only once the count has held for the window and the drain after it.
+	held := in.Now.Sub(s.readySince) >= st.Span+settle
+	if held && st.Ready > 0 && st.Stale == 0 && st.Starting == 0 && in.Starting == 0 &&
 		st.Covered >= st.Span*9/10 && st.Waiting < 1 {
 		if lat, ok := c.latency(st); ok && lat <= c.targetS {
-			if d := st.FinishedPerSec / float64(st.Ready); d > s.capacity {
+			// The finished count is a Poisson count: its maximum over the windows of a day
+			// is several standard deviations above its mean, and raising to it would ratchet
+			// the estimate up on noise. The lower bound (raiseSigmas below) does not.
+			span := st.Covered.Seconds()
+			n := st.FinishedPerSec * span
+			if d := (n - raiseSigmas*math.Sqrt(n)) / span / float64(st.Ready); d > s.capacity {
 				s.capacity = d
 			}
 		}
@@ -287,10 +309,13 @@ func saturatedRate(in *Input) float64 {
 // reports that the spare replica decided. The spare matters for small fleets, where 15 % of
 // two replicas is less than one and a rising load waits a whole cold start for the next;
 // margin applies to both terms, so that a scale-down is not undone by the next tick.
-func sized(arrival, capacity, h, margin float64) (n int, spare bool) {
+//
+// With a learned headroom (withSpare false) there is no spare replica: the headroom is what
+// the demand's rises over a cold start showed it needs.
+func sized(arrival, capacity, h, margin float64, withSpare bool) (n int, spare bool) {
 	load := arrival / capacity * (1 + margin)
 	n = ceilCount(load * (1 + h))
-	if load >= 1 {
+	if withSpare && load >= 1 {
 		if m := ceilCount(load) + 1; m > n {
 			return m, true
 		}
@@ -338,6 +363,17 @@ func (a *Autoscaler) forecast(in *Input) float64 {
 	return base + min(rise-trendSigmas*noise, trendMaxRise*base)
 }
 
+// headroom is the headroom to size rate with: the learned one (learned true) once there is
+// history enough, unless the policy fixes its headroom; else the configured one.
+func (a *Autoscaler) headroom(rate float64) (h float64, learned bool) {
+	if !a.cfg.slo.fixedHeadroom {
+		if h, ok := a.slo.rise.headroom(rate); ok {
+			return h, true
+		}
+	}
+	return a.cfg.slo.headroom, false
+}
+
 // evalSLO keeps the latency SLO with as few replicas as it can; see the package doc.
 func (a *Autoscaler) evalSLO(in *Input, cur int) (raw, want int, panicking bool) {
 	c, s := &a.cfg.slo, &a.slo
@@ -346,8 +382,10 @@ func (a *Autoscaler) evalSLO(in *Input, cur int) (raw, want int, panicking bool)
 	}
 	a.learnCapacity(in)
 	capacity := max(s.capacity, 1e-6)
-	h := c.headroom
 	p, st := &in.Panic, &in.Stable
+	if st.Covered >= st.Span*9/10 && st.Stale == 0 {
+		s.rise.observe(in.Now, max(st.ArrivalRate, 0), in.ColdStart+a.cfg.stable/2, a.cfg.stable)
+	}
 	arrivalP := max(p.ArrivalRate, 0)
 	// The queue in the engines plus what routers hold back (admission control): both wait.
 	backlog := max(p.Waiting, 0) + max(in.RouterWaiting, 0)
@@ -395,6 +433,7 @@ func (a *Autoscaler) evalSLO(in *Input, cur int) (raw, want int, panicking bool)
 		if s.overSince.IsZero() || in.Now.Sub(s.overSince) < burstPersist*a.cfg.panic {
 			arrival = min(arrivalP, max(a.forecast(in), 0))
 		}
+		h, _ := a.headroom(arrival)
 		projected := a.projectBacklog(in, backlog, arrival, capacity, p.Ready)
 		horizon := max(c.targetS, in.ColdStart.Seconds())
 		// An engine's backlog sits in the replicas that have it (a request is dispatched
@@ -450,13 +489,23 @@ func (a *Autoscaler) evalSLO(in *Input, cur int) (raw, want int, panicking bool)
 	}
 
 	// Steady sizing on the stable window, or where its trend is heading.
-	arrivalS := a.forecast(in)
-	need, spare := sized(arrivalS, capacity, h, 0)
-	fewer, _ := sized(arrivalS, capacity, h, downMargin)
+	// A learned headroom has the trend in it already (a ramp's rises over a cold start):
+	// projecting the trend on top would count it twice.
+	arrivalS := max(st.ArrivalRate, 0)
+	h, learned := a.headroom(arrivalS)
+	if !learned {
+		arrivalS = a.forecast(in)
+		h, _ = a.headroom(arrivalS)
+	}
+	need, spare := sized(arrivalS, capacity, h, 0, !learned)
+	fewer, _ := sized(arrivalS, capacity, h, downMargin, !learned)
 	s.noteNeed(in.Now, fewer, maxDelayFactor*c.delay)
-	a.cause = cause{code: causeSLOFits, a: arrivalS, c: capacity, n: need}
+	a.cause = cause{code: causeSLOFits, a: arrivalS, b: h, c: capacity, n: need}
 	if spare {
 		a.cause.flags = 1
+	}
+	if learned {
+		a.cause.flags |= 2
 	}
 	switch {
 	case need > cur:

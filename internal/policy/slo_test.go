@@ -287,7 +287,7 @@ func TestSized(t *testing.T) {
 		{95, 0, 11, false},  // 9.5 x 1.15 = 10.9 -> 11, as many as 10 + 1
 	}
 	for _, tc := range tests {
-		n, spare := sized(tc.arrival, 10, 0.15, tc.margin)
+		n, spare := sized(tc.arrival, 10, 0.15, tc.margin, true)
 		if n != tc.want || spare != tc.spare {
 			t.Errorf("sized(%g req/s, margin %g) = %d (spare %v), want %d (spare %v)", tc.arrival, tc.margin, n, spare, tc.want, tc.spare)
 		}

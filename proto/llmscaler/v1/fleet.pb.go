@@ -1233,8 +1233,10 @@ type SloPolicy struct {
 	Metric     SloMetric            `protobuf:"varint,1,opt,name=metric,proto3,enum=llmscaler.v1.SloMetric" json:"metric,omitempty"`
 	Percentile *float64             `protobuf:"fixed64,2,opt,name=percentile,proto3,oneof" json:"percentile,omitempty"`
 	Target     *durationpb.Duration `protobuf:"bytes,3,opt,name=target,proto3" json:"target,omitempty"`
-	// headroom: capacity kept above the measured demand, as a share [0.15], and at least one
-	// replica once the demand needs one whole replica.
+	// headroom: capacity kept above the measured demand, as a share. Unset: learned from how far
+	// the demand rose over one cold start in the last hour, once 30 minutes of it are seen, and
+	// 0.15 plus one spare replica (once the demand needs a whole one) before that. Set: that
+	// share and the spare replica always, nothing learned.
 	Headroom *float64 `protobuf:"fixed64,4,opt,name=headroom,proto3,oneof" json:"headroom,omitempty"`
 	// prior_requests_per_second: a replica's capacity before any is measured [2].
 	PriorRequestsPerSecond *float64 `protobuf:"fixed64,5,opt,name=prior_requests_per_second,json=priorRequestsPerSecond,proto3,oneof" json:"prior_requests_per_second,omitempty"`
