@@ -20,6 +20,8 @@ type benchDeployment struct {
 // BenchmarkTick measures one controller tick over 1,000 deployments of 10 replicas each:
 // every replica's report observed, the window ticked, the stable and panic windows read and
 // the policy evaluated. The load is steady, so this is the steady state: no allocation.
+// The warm-up runs past the slo policy's rise history (learned headroom), and min_replicas
+// holds the count at 10, so that the evaluation is the whole of it but nothing changes.
 func BenchmarkTick(b *testing.B) {
 	policies := []struct {
 		name string
@@ -66,7 +68,7 @@ func BenchmarkTick(b *testing.B) {
 					bd.dep.Tick(now)
 					cfg := bd.as.Config()
 					d := bd.as.Evaluate(Input{
-						Now: now, Deployment: "bench", Ready: replicas, Min: 1, Max: 20, ReportInterval: time.Second,
+						Now: now, Deployment: "bench", Ready: replicas, Min: replicas, Max: 20, ReportInterval: time.Second,
 						ColdStart: time.Minute, Stable: bd.dep.Values(now, cfg.Stable), Panic: bd.dep.Values(now, cfg.Panic),
 						Long: bd.dep.Totals(now, cfg.History),
 					})
@@ -75,9 +77,16 @@ func BenchmarkTick(b *testing.B) {
 					}
 				}
 			}
-			// Warm up past the longest history (300 s of target recommendations).
-			for range 320 {
+			// Warm up past the longest history: the slo policy's rise history (riseMinHistory
+			// plus a horizon of a cold start and two stable windows), which also covers the
+			// 300 s of target recommendations.
+			for range int((riseMinHistory + 5*time.Minute) / time.Second) {
 				tick()
+			}
+			if pc.name == NameSLO {
+				if _, ok := fleet[0].as.slo.rise.headroom(60); !ok {
+					b.Fatal("no learned headroom after the warm-up")
+				}
 			}
 			b.ReportAllocs()
 			b.ResetTimer()

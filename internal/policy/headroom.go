@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"cmp"
 	"math"
 	"slices"
 	"time"
@@ -41,16 +42,16 @@ const (
 	riseLevelMin = 15
 )
 
-// riseSample is one sample of the stable arrival rate at a time.
+// riseSample is one sample of the stable arrival rate at a time (Unix nanoseconds).
 type riseSample struct {
-	at   time.Time
+	at   int64
 	rate float64
 }
 
-// levelRise is a sample's rate and its rise, and whether it is in the newer half.
+// levelRise is a sample's time, rate and rise.
 type levelRise struct {
+	at         int64
 	rate, rise float64
-	newer      bool
 }
 
 // riseTracker learns the headroom from the rises of the stable arrival rate.
@@ -58,66 +59,85 @@ type riseTracker struct {
 	samples []riseSample // oldest first
 	// rises are those of the recent samples whose rise is known; ok is set once they cover
 	// riseMinHistory.
-	rises   []levelRise
-	ok      bool
+	rises []levelRise
+	ok    bool
+	// halves are the older and the newer half's rises by rate, highest first, rebuilt when a
+	// sample is taken; headroom reads them on every evaluation.
+	halves  [2]riseHalf
 	scratch []float64
+}
+
+// riseHalf is one half of the memory's rises, highest rate first, and the riseQuantile of
+// the rises of its first n, the last prefix asked for (n -1: none yet). The prefix changes
+// only when the rate being sized crosses a sample's, so most evaluations reuse it.
+type riseHalf struct {
+	byRate []levelRise
+	n      int
+	q      float64
 }
 
 // observe samples rate at now (at most once per riseStep) and relearns the rises: each
 // sample's rise is the mean of the samples from horizon to horizon+span after it, less it.
+// It is linear in the samples kept (two pointers over a running sum), and runs once per
+// riseStep whatever the evaluation rate.
 func (t *riseTracker) observe(now time.Time, rate float64, horizon, span time.Duration) {
-	if n := len(t.samples); n > 0 && now.Before(t.samples[n-1].at) {
+	at := now.UnixNano()
+	if n := len(t.samples); n > 0 && at < t.samples[n-1].at {
 		t.samples = t.samples[:0] // the clock went back: start over
 	}
-	if n := len(t.samples); n > 0 && now.Sub(t.samples[n-1].at) < riseStep {
+	if n := len(t.samples); n > 0 && at-t.samples[n-1].at < int64(riseStep) {
 		return
 	}
-	horizon += span // the newest sample whose rise is known is this far back
-	keep := riseMemory + horizon + riseStep
+	full := int64(horizon + span) // the newest sample whose rise is known is this far back
+	memory := int64(riseMemory)
+	keep := memory + full + int64(riseStep)
 	drop := 0
-	for drop < len(t.samples) && now.Sub(t.samples[drop].at) > keep {
+	for drop < len(t.samples) && at-t.samples[drop].at > keep {
 		drop++
 	}
 	t.samples = append(t.samples[:0], t.samples[drop:]...)
-	t.samples = append(t.samples, riseSample{at: now, rate: rate})
+	t.samples = append(t.samples, riseSample{at: at, rate: rate})
 
 	t.rises = t.rises[:0]
-	var first time.Time
-	last := now.Add(-horizon)
+	last := at - full
+	first := int64(math.MaxInt64)
+	lo, hi, sum := 0, 0, 0.0 // samples[lo:hi] are those from horizon to horizon+span after u
 	for i, u := range t.samples {
-		if last.Sub(u.at) > riseMemory || u.at.After(last) {
+		if u.at > last {
+			break
+		}
+		if last-u.at > memory {
 			continue
 		}
-		if first.IsZero() {
-			first = u.at
+		first = min(first, u.at)
+		for hi < len(t.samples) && t.samples[hi].at-u.at <= full {
+			sum += t.samples[hi].rate
+			hi++
 		}
-		// The rate a replica started at u met in its first span after it was ready.
-		later, n := 0.0, 0
-		for _, v := range t.samples[i+1:] {
-			if d := v.at.Sub(u.at); d > horizon {
-				break
-			} else if d >= horizon-span {
-				later, n = later+v.rate, n+1
-			}
+		for lo < hi && (lo <= i || t.samples[lo].at-u.at < int64(horizon)) {
+			sum -= t.samples[lo].rate
+			lo++
 		}
-		if n == 0 {
-			later, n = u.rate, 1
+		later := u.rate // no sample a horizon on (a gap): no rise
+		if n := hi - lo; n > 0 {
+			later = sum / float64(n)
 		}
-		t.rises = append(t.rises, levelRise{rate: u.rate, rise: later/float64(n) - u.rate})
+		t.rises = append(t.rises, levelRise{at: u.at, rate: u.rate, rise: later - u.rate})
 	}
-	t.ok = !first.IsZero() && last.Sub(first) >= riseMinHistory
+	t.ok = first != math.MaxInt64 && last-first >= int64(riseMinHistory)
 	if !t.ok {
 		return
 	}
-	mid := first.Add(last.Sub(first) / 2)
-	j := 0
-	for i := range t.samples {
-		u := t.samples[i]
-		if last.Sub(u.at) > riseMemory || u.at.After(last) {
-			continue
+	mid := first + (last-first)/2
+	for i := range t.halves {
+		h := &t.halves[i]
+		h.byRate, h.n = h.byRate[:0], -1
+		for _, r := range t.rises {
+			if (r.at > mid) == (i == 1) {
+				h.byRate = append(h.byRate, r)
+			}
 		}
-		t.rises[j].newer = u.at.After(mid)
-		j++
+		slices.SortFunc(h.byRate, func(a, b levelRise) int { return cmp.Compare(b.rate, a.rate) })
 	}
 }
 
@@ -132,29 +152,31 @@ func (t *riseTracker) headroom(rate float64) (h float64, ok bool) {
 		return 0, true
 	}
 	extra := math.Inf(1)
-	for _, newer := range []bool{false, true} {
-		rates := t.scratch[:0]
-		for _, r := range t.rises {
-			if r.newer == newer {
-				rates = append(rates, r.rate)
-			}
-		}
-		if len(rates) == 0 {
+	for i := range t.halves {
+		half := &t.halves[i]
+		if len(half.byRate) == 0 {
 			return 0, true
 		}
 		level := riseLevel * rate
-		if len(rates) > riseLevelMin {
-			slices.Sort(rates)
-			level = min(level, rates[len(rates)-riseLevelMin])
+		if len(half.byRate) > riseLevelMin {
+			level = min(level, half.byRate[riseLevelMin-1].rate)
 		}
-		xs := rates[:0]
-		for _, r := range t.rises {
-			if r.newer == newer && r.rate >= level {
+		// The samples at or above level: a prefix of the half, highest rate first.
+		n, _ := slices.BinarySearchFunc(half.byRate, level, func(r levelRise, level float64) int {
+			return cmp.Compare(level, r.rate)
+		})
+		for n < len(half.byRate) && half.byRate[n].rate >= level {
+			n++
+		}
+		if n != half.n {
+			xs := t.scratch[:0]
+			for _, r := range half.byRate[:n] {
 				xs = append(xs, r.rise)
 			}
+			t.scratch = xs
+			half.n, half.q = n, quantileOf(xs, riseQuantile)
 		}
-		t.scratch = xs
-		extra = min(extra, quantileOf(xs, riseQuantile))
+		extra = min(extra, half.q)
 	}
 	return max(extra, 0) / rate, true
 }
