@@ -181,7 +181,8 @@ func (t *riseTracker) headroom(rate float64) (h float64, ok bool) {
 	return max(extra, 0) / rate, true
 }
 
-// quantileOf is the q-quantile (nearest rank) of xs, which it sorts.
+// quantileOf is the q-quantile of xs by nearest rank, which it sorts; where q x len(xs) is
+// whole it takes the rank above (the safer side for a headroom).
 func quantileOf(xs []float64, q float64) float64 {
 	if len(xs) == 0 {
 		return 0
