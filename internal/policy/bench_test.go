@@ -30,12 +30,20 @@ func BenchmarkTick(b *testing.B) {
 		// 10 replicas serve 60 req/s with 12 in flight each: sized for exactly 10 with a
 		// prior of 8 req/s and 20 % headroom, on target at 12 in flight.
 		{NameSLO, sloPolicy(func(s *llmscalerv1.SloPolicy) { s.PriorRequestsPerSecond = ptr(8.0) })},
+		// No prior: the capacity model is fitted on every evaluation and the probe runs.
+		{NameSLO + "-noprior", sloPolicy(func(s *llmscalerv1.SloPolicy) { s.PriorRequestsPerSecond = nil })},
 		{NameTarget, targetPolicy(func(p *llmscalerv1.TargetPolicy) { p.Target = 12 })},
 		{NameThreshold, thresholdPolicy(nil)},
 	}
 	for _, pc := range policies {
 		b.Run(pc.name, func(b *testing.B) {
 			const deployments, replicas = 1000, 10
+			// Without a prior the policy starts at 2 req/s a replica and wants 30 for the
+			// load: max_replicas holds it at 10 while it probes.
+			maxReplicas := 20
+			if pc.name == NameSLO+"-noprior" {
+				maxReplicas = replicas
+			}
 			fleet := make([]benchDeployment, deployments)
 			for i := range fleet {
 				as, err := NewAutoscaler(pc.p)
@@ -68,7 +76,7 @@ func BenchmarkTick(b *testing.B) {
 					bd.dep.Tick(now)
 					cfg := bd.as.Config()
 					d := bd.as.Evaluate(Input{
-						Now: now, Deployment: "bench", Ready: replicas, Min: replicas, Max: 20, ReportInterval: time.Second,
+						Now: now, Deployment: "bench", Ready: replicas, Min: replicas, Max: maxReplicas, ReportInterval: time.Second,
 						ColdStart: time.Minute, Stable: bd.dep.Values(now, cfg.Stable), Panic: bd.dep.Values(now, cfg.Panic),
 						Long: bd.dep.Totals(now, cfg.History),
 					})
@@ -86,6 +94,11 @@ func BenchmarkTick(b *testing.B) {
 			if pc.name == NameSLO {
 				if _, ok := fleet[0].as.slo.rise.headroom(60); !ok {
 					b.Fatal("no learned headroom after the warm-up")
+				}
+			}
+			if pc.name == NameSLO+"-noprior" {
+				if _, ok := fleet[0].as.slo.model.costs(); !ok {
+					b.Fatal("no capacity model after the warm-up")
 				}
 			}
 			b.ReportAllocs()

@@ -88,8 +88,10 @@ type sloConfig struct {
 	// fixedHeadroom: the policy sets headroom, so none is learned.
 	fixedHeadroom bool
 	prior         float64
-	delay         time.Duration
-	panicMaxStep  int
+	// probe: no prior was configured, so the capacity is probed upwards (probeCapacity).
+	probe        bool
+	delay        time.Duration
+	panicMaxStep int
 }
 
 func durOr(d *durationpb.Duration, def time.Duration) time.Duration {
@@ -199,6 +201,7 @@ func compileSLO(s *llmscalerv1.SloPolicy) sloConfig {
 		target:       durOr(s.GetTarget(), defaultSLOTarget),
 		headroom:     defaultHeadroom,
 		prior:        defaultPrior,
+		probe:        true,
 		delay:        durOr(s.GetScaleDownDelay(), defaultDownDelay),
 		panicMaxStep: defaultPanicMaxStep,
 	}
@@ -210,7 +213,7 @@ func compileSLO(s *llmscalerv1.SloPolicy) sloConfig {
 			c.headroom, c.fixedHeadroom = s.GetHeadroom(), true
 		}
 		if s.PriorRequestsPerSecond != nil {
-			c.prior = s.GetPriorRequestsPerSecond()
+			c.prior, c.probe = s.GetPriorRequestsPerSecond(), false
 		}
 		if s.PanicMaxStep != nil {
 			c.panicMaxStep = int(s.GetPanicMaxStep())

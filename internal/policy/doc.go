@@ -31,7 +31,9 @@
 //     seconds). Raised to the throughput a replica demonstrably served with the SLO met (its
 //     Poisson lower bound, 4 standard deviations below the window's finished count), and only
 //     once the ready count has held for a stable window and the drain after it: replicas that
-//     left in a scale-down finish requests into the window too.
+//     left in a scale-down finish requests into the window too. With no prior configured, the
+//     default is probed upwards (probeCapacity) up to the bound of a model of the replicas'
+//     busy time fitted to their token counts (capmodel.go).
 //   - Sizing on the stable window: ceil(arrival / capacity x (1 + headroom)); up by at most 4
 //     per decision. The headroom is learned (headroom.go) once there are 30 minutes of rise
 //     history: the 0.98 quantile of how far the demand rose over one cold start from the

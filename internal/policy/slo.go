@@ -48,6 +48,8 @@ const (
 	// finished a raise of the capacity estimate goes: at 4 the most of a day's windows
 	// (about 3.2 standard deviations above the mean) stays below the mean.
 	raiseSigmas = 4
+	// breachGrace is how many panic windows without a breach end one.
+	breachGrace = 2
 )
 
 // sloState is the SLO policy's memory.
@@ -60,6 +62,8 @@ type sloState struct {
 	// breachSince is when the panic window's latency went over the target; zero while it
 	// is within.
 	breachSince time.Time
+	// breachSeen is when the breach was last seen.
+	breachSeen time.Time
 	// risingSince is when the arrival rate's rise last became significant; zero while not.
 	risingSince time.Time
 	// spare is set while the stable window has shown spare capacity since spareSince.
@@ -99,6 +103,15 @@ type sloState struct {
 	readySince time.Time
 	// rise learns the headroom from the recent rises of the demand (headroom.go).
 	rise riseTracker
+	// model fits the replicas' time per output token to their batch (capmodel.go);
+	// probedAt is when the capacity was last probed upwards.
+	model    batchModel
+	probedAt time.Time
+	// satCapacity is the mean of the saturated rates measured (an EWMA over capacityTau):
+	// probes stay below what saturated replicas served.
+	satCapacity float64
+	// ceiling is the capacity model's bound, smoothed over ceilingTau (0: none yet).
+	ceiling float64
 }
 
 // stampedCount is a replica count and when it was asked for.
@@ -253,22 +266,44 @@ func (a *Autoscaler) learnCapacity(in *Input) {
 	// says nothing of what a replica sustains. Only a breach while the requests in flight
 	// are not falling (arrivals at least what finishes) says the replicas cannot keep up.
 	draining := p.FinishedPerSec > max(p.ArrivalRate, 0)
+	// The panic window is short and its figures noisy: a breach ends only once none has
+	// been seen for breachGrace, or a long breach (a queue of long prompts growing for
+	// minutes) would restart its clock on every window whose p95 dipped under the target.
 	switch {
 	case !ok || lat <= c.targetS || !covered || draining:
-		s.breachSince = time.Time{}
+		if in.Now.Sub(s.breachSeen) > breachGrace*a.cfg.panic {
+			s.breachSince = time.Time{}
+		}
 	case s.breachSince.IsZero():
-		s.breachSince = in.Now
+		s.breachSince, s.breachSeen = in.Now, in.Now
+	default:
+		s.breachSeen = in.Now
 	}
 	// Only a breach that has lasted a few request lifetimes says what a saturated replica
 	// serves: before that, replicas that have just filled up serve prefills first and
 	// finish little.
 	settle := max(a.cfg.panic, time.Duration(2*in.Stable.E2EMean*float64(time.Second)))
-	if sat := saturatedRate(in); sat > 0 && !s.breachSince.IsZero() && in.Now.Sub(s.breachSince) >= settle {
+	if sat := saturatedRate(in); sat > 0 && !s.breachSince.IsZero() && s.breachSeen.Equal(in.Now) && in.Now.Sub(s.breachSince) >= settle {
 		s.measured += dt
 		alpha := float64(dt) / float64(min(capacityTau, s.measured+priorWeight))
 		s.capacity += alpha * (sat - s.capacity)
+		if s.satCapacity == 0 {
+			s.satCapacity = sat
+		}
+		s.satCapacity += float64(dt) / float64(capacityTau) * (sat - s.satCapacity)
 	}
 	st := &in.Stable
+	if c.probe {
+		s.model.observe(in.Now, dt, p)
+		// The model's bound for probes, smoothed so that one window's request mix does not
+		// decide a probe.
+		if ceil, ok := s.model.ceiling(st); ok {
+			if s.ceiling == 0 {
+				s.ceiling = ceil
+			}
+			s.ceiling += float64(dt) / float64(ceilingTau) * (ceil - s.ceiling)
+		}
+	}
 	if st.Ready != s.lastReady {
 		s.lastReady, s.readySince = st.Ready, in.Now
 	}
@@ -289,6 +324,63 @@ func (a *Autoscaler) learnCapacity(in *Input) {
 			}
 		}
 	}
+	if c.probe {
+		a.probeCapacity(in, settle)
+	}
+}
+
+const (
+	// ceilingTau smooths the capacity model's bound.
+	ceilingTau = 5 * time.Minute
+	// probeStep is the least one probe raises the capacity estimate by, once the halfway
+	// step to the model's bound is smaller: close to the bound a step of a tenth is what
+	// the SLO's margin absorbs.
+	probeStep = 0.1
+	// probeLatency is the share of the target the stable window's latency must stay under
+	// for a probe: a server whose latency grows with its load (long prompts queueing behind
+	// each other's prefills) stops the probe before it reaches the target.
+	probeLatency = 0.6
+	// probeLoad is how much of the capacity estimate, with headroom, the replicas must be
+	// carrying: a probe raises the estimate only beyond a load that was seen served.
+	probeLoad = 0.6
+)
+
+// probeCapacity raises the capacity estimate when no prior was configured, the replicas
+// carry a load near the estimate (probeLoad) with the stable window's latency within
+// probeLatency of the target, no queue and no replica starting, and a stable window and its
+// settling time have passed since the last probe. The raise is probeStep, or half the way
+// to the capacity model's bound (capmodel.go) when that is more, and never past that bound
+// or the saturated rate measured. Without the probe the default prior is a ratchet that
+// only moves up on loads it did not plan for: a fleet sized by a low estimate never shows
+// it more. The ready count need not have held, as for the raise above: the probe reads no
+// finished count but the request mix, which draining replicas do not skew.
+func (a *Autoscaler) probeCapacity(in *Input, settle time.Duration) {
+	s, c, st := &a.slo, &a.cfg.slo, &in.Stable
+	if !s.probedAt.IsZero() && in.Now.Sub(s.probedAt) < st.Span+settle {
+		return
+	}
+	if st.Ready <= 0 || st.Stale > 0 || st.Starting > 0 || in.Starting > 0 ||
+		st.Covered < st.Span*9/10 || st.Waiting >= 1 || !s.breachSince.IsZero() {
+		return
+	}
+	lat, ok := c.latency(st)
+	if !ok || lat > probeLatency*c.targetS {
+		return
+	}
+	h, _ := a.headroom(max(st.ArrivalRate, 0))
+	if max(st.ArrivalRate, 0)/float64(st.Ready)*(1+h) < probeLoad*s.capacity {
+		return
+	}
+	ceil, ok := s.ceiling, s.ceiling > 0
+	if s.measured > 0 {
+		ceil = min(ceil, s.satCapacity)
+	}
+	if !ok || s.capacity >= ceil {
+		return
+	}
+	next := min(max(s.capacity*(1+probeStep), (s.capacity+ceil)/2), ceil)
+	s.capacity = next
+	s.probedAt = in.Now
 }
 
 // saturatedRate is the requests/s a saturated replica serves: its output tokens/s over the

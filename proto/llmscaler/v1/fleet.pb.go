@@ -1238,7 +1238,10 @@ type SloPolicy struct {
 	// 0.15 plus one spare replica (once the demand needs a whole one) before that. Set: that
 	// share and the spare replica always, nothing learned.
 	Headroom *float64 `protobuf:"fixed64,4,opt,name=headroom,proto3,oneof" json:"headroom,omitempty"`
-	// prior_requests_per_second: a replica's capacity before any is measured [2].
+	// prior_requests_per_second: a replica's capacity before any is measured [2]. Unset: the
+	// default 2 is probed upwards while the SLO is met by a wide margin, up to what a model of
+	// the replicas' busy time, fitted to their token counts, says they serve. Set: trusted as a
+	// benchmark and not probed.
 	PriorRequestsPerSecond *float64 `protobuf:"fixed64,5,opt,name=prior_requests_per_second,json=priorRequestsPerSecond,proto3,oneof" json:"prior_requests_per_second,omitempty"`
 	// scale_down_delay: spare capacity must have lasted this long [120 s].
 	ScaleDownDelay *durationpb.Duration `protobuf:"bytes,6,opt,name=scale_down_delay,json=scaleDownDelay,proto3" json:"scale_down_delay,omitempty"`
