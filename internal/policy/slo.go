@@ -103,8 +103,8 @@ type sloState struct {
 	readySince time.Time
 	// rise learns the headroom from the recent rises of the demand (headroom.go).
 	rise riseTracker
-	// model fits the replicas' time per output token to their batch (capmodel.go);
-	// probedAt is when the capacity was last probed upwards.
+	// model fits the replicas' busy second to their steps, output and prompt tokens
+	// (capmodel.go); probedAt is when the capacity was last probed upwards.
 	model    batchModel
 	probedAt time.Time
 	// satCapacity is the mean of the saturated rates measured (an EWMA over capacityTau):
@@ -341,7 +341,8 @@ const (
 	// each other's prefills) stops the probe before it reaches the target.
 	probeLatency = 0.6
 	// probeLoad is how much of the capacity estimate, with headroom, the replicas must be
-	// carrying: a probe raises the estimate only beyond a load that was seen served.
+	// carrying: a probe raises an estimate the fleet has followed, not one already ahead of
+	// any load seen served.
 	probeLoad = 0.6
 )
 
