@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -29,6 +30,7 @@ func runSuite(ctx context.Context, args []string, out io.Writer) error {
 	parallel := fs.Int("parallel", runtime.GOMAXPROCS(0), "simulations run at once")
 	jsonFile := fs.String("json", "", "write the scoreboard as JSON to this file")
 	outDir := fs.String("out", "", "write plots per workload and seed (four panels per policy, attainment against GPU-hours) under this directory")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof reads it)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -76,6 +78,17 @@ func runSuite(ctx context.Context, args []string, out io.Writer) error {
 		if p = strings.TrimSpace(p); p != "" {
 			pols = append(pols, p)
 		}
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	begin := time.Now()
 	entries, err := sim.RunSuite(ctx, ws, sim.SuiteOptions{

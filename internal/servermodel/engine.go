@@ -245,6 +245,54 @@ func (e *Engine) Counters() Counters { return e.counters }
 // touch it.
 func (e *Engine) Step(now time.Time) (end time.Time, events []Event) {
 	e.events = e.events[:0]
+	return e.step(now)
+}
+
+// StepUntil runs iterations back to back from now, as Step called again at each one's end
+// would, for as long as the engine is busy and the next iteration would start before until.
+// It returns when the last iteration started and ended (both now if there was none) and
+// the events of them all, each stamped with its own iteration's end, in order. A caller that submits nothing
+// before until (a simulator whose next arrival is at until) gets what Step at every
+// iteration end would have given.
+//
+// With token events off, a stretch of decode iterations in which no sequence finishes and
+// none can be admitted (nothing waiting, or the head of the queue blocked by the batch
+// limit or the KV cache) is taken in one stride, so a loaded replica costs O(1) per request
+// that starts or finishes rather than per iteration.
+func (e *Engine) StepUntil(now, until time.Time) (start, end time.Time, events []Event) {
+	e.events = e.events[:0]
+	start = now
+	for now.Before(until) && e.Busy() {
+		if !e.tokenEvents && len(e.prefilling) == 0 && e.batch > 0 && !e.canAdmit() {
+			// Every sequence in the batch is past its first token, so all are in finishing.
+			// Iterations j = 0..k-1 of the stride start at now + j d, each before until.
+			d := e.p.DecodeTime(e.batch)
+			k := min(e.finishing[0].doneAt-e.decodes-1, uint64((until.Sub(now)+d-1)/d))
+			if k > 0 {
+				e.decodes += k
+				e.counters.GenerationTokens += int64(k) * int64(e.batch)
+				start = now.Add(time.Duration(k-1) * d)
+				now = start.Add(d)
+				continue
+			}
+		}
+		start = now
+		now, _ = e.step(now)
+	}
+	return start, now, e.events
+}
+
+// canAdmit reports whether an iteration would admit the head of the waiting queue.
+func (e *Engine) canAdmit() bool {
+	if e.Waiting() == 0 || e.batch >= e.p.MaxConcurrency {
+		return false
+	}
+	r := &e.waiting[e.head]
+	return e.kvReserved+r.PromptTokens+r.OutputTokens <= e.p.KVCacheTokens
+}
+
+// step is one iteration from now; it appends its events to e.events.
+func (e *Engine) step(now time.Time) (end time.Time, events []Event) {
 	budget := e.p.MaxBatchTokens
 	prefill := 0
 
@@ -320,8 +368,8 @@ func (e *Engine) Step(now time.Time) (end time.Time, events []Event) {
 		e.counters.GenerationTokens += int64(e.batch)
 		if e.tokenEvents {
 			// The hot loop of a loaded replica: write the events in place.
-			e.events = slices.Grow(e.events, e.batch)[:e.batch]
-			k := 0
+			k := len(e.events)
+			e.events = slices.Grow(e.events, e.batch)[:k+e.batch]
 			for i := e.oldest; i >= 0; i = e.slots[i].next {
 				s := &e.slots[i]
 				e.events[k] = Event{Kind: EventToken, ID: s.id, Time: end, Tokens: s.output - int(s.doneAt-e.decodes), Arrival: s.arrival, Start: s.start}

@@ -379,14 +379,13 @@ func TestTokenEventsOff(t *testing.T) {
 	}
 }
 
-func checkTokenEventsOff(t *testing.T, mix engineMix, seed uint64, n int) {
-	t.Helper()
+// workload is n requests of mix from rng, and the engine parameters the mix runs on.
+func (mix engineMix) workload(rng *rand.Rand, n int) (Params, []Request) {
 	p := testParams()
 	p.MaxConcurrency, p.MaxBatchTokens, p.KVCacheTokens = 8, 512, 50_000
 	if mix.edit != nil {
 		mix.edit(&p)
 	}
-	rng := rand.New(rand.NewPCG(seed, 99))
 	reqs := make([]Request, n)
 	at := t0
 	for i := range reqs {
@@ -394,6 +393,13 @@ func checkTokenEventsOff(t *testing.T, mix engineMix, seed uint64, n int) {
 		reqs[i] = Request{ID: uint64(i), PromptTokens: prompt, OutputTokens: output, Arrival: at}
 		at = at.Add(mix.gap(rng))
 	}
+	return p, reqs
+}
+
+func checkTokenEventsOff(t *testing.T, mix engineMix, seed uint64, n int) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(seed, 99))
+	p, reqs := mix.workload(rng, n)
 
 	ref := newReferenceEngine(p)
 	on, off, switched := NewEngine(p), NewEngine(p), NewEngine(p)
@@ -661,5 +667,136 @@ func benchmarkEngineChurn(b *testing.B, tokenEvents bool) {
 				submit(now)
 			}
 		}
+	}
+}
+
+// StepUntil gives what Step at every iteration's end would: the same events, the same end,
+// the start of the last iteration and the same state, with token events off (where it takes
+// quiet decode stretches in one stride) and on (where it does not). The bound is the next
+// arrival, a random instant before it, or a whole number of decode iterations ahead, so runs
+// end on the bound, exactly at it, and on an idle engine. Every mix of engineMixes, without
+// its aborts.
+func TestStepUntilMatchesStep(t *testing.T) {
+	for _, mix := range engineMixes() {
+		t.Run(mix.name, func(t *testing.T) {
+			for seed := range uint64(8) {
+				for _, tokens := range []bool{false, true} {
+					checkStepUntil(t, mix, seed, 300, tokens)
+				}
+			}
+		})
+	}
+}
+
+func checkStepUntil(t *testing.T, mix engineMix, seed uint64, n int, tokens bool) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(seed, 7))
+	p, reqs := mix.workload(rng, n)
+	step, until := NewEngine(p), NewEngine(p)
+	step.SetTokenEvents(tokens)
+	until.SetTokenEvents(tokens)
+	now, next, calls, strides := t0, 0, 0, 0
+	var want []Event
+	for {
+		for next < len(reqs) && !reqs[next].Arrival.After(now) {
+			err := step.Submit(reqs[next])
+			if err2 := until.Submit(reqs[next]); (err == nil) != (err2 == nil) {
+				t.Fatalf("seed %d: submit %d: %v and %v", seed, next, err, err2)
+			}
+			next++
+		}
+		if !step.Busy() {
+			if until.Busy() {
+				t.Fatalf("seed %d: StepUntil's engine busy, Step's idle", seed)
+			}
+			if next == len(reqs) {
+				break
+			}
+			now = reqs[next].Arrival
+			continue
+		}
+		bound := now.Add(time.Hour)
+		if next < len(reqs) {
+			bound = reqs[next].Arrival
+		}
+		switch rng.IntN(3) {
+		case 0:
+			bound = now.Add(time.Duration(1 + rng.Int64N(int64(bound.Sub(now)))))
+		case 1:
+			// A whole number of the batch's decode iterations: a stride must stop
+			// short of an iteration that would start on the bound.
+			if b := until.Running(); b > 0 {
+				if at := now.Add(time.Duration(1+rng.IntN(20)) * p.DecodeTime(b)); at.Before(bound) {
+					bound = at
+				}
+			}
+		}
+		// Step's engine, one iteration at a time.
+		want = want[:0]
+		last, end := now, now
+		iterations := 0
+		for end.Before(bound) && step.Busy() {
+			last = end
+			var evs []Event
+			end, evs = step.Step(end)
+			want = append(want, evs...)
+			iterations++
+		}
+		gotLast, gotEnd, got := until.StepUntil(now, bound)
+		calls++
+		if iterations > 1 {
+			strides++
+		}
+		if !gotLast.Equal(last) || !gotEnd.Equal(end) || !slices.Equal(got, want) {
+			i := 0
+			for i < min(len(got), len(want)) && got[i] == want[i] {
+				i++
+			}
+			t.Fatalf("seed %d tokens %v call %d (bound %v after now): StepUntil gave last %v end %v and %d events; Step gave %v %v and %d; first difference at event %d",
+				seed, tokens, calls, bound.Sub(now), gotLast.Sub(now), gotEnd.Sub(now), len(got), last.Sub(now), end.Sub(now), len(want), i)
+		}
+		if until.Waiting() != step.Waiting() || until.Running() != step.Running() || until.KVUsage() != step.KVUsage() || until.Counters() != step.Counters() {
+			t.Fatalf("seed %d call %d: waiting %d running %d kv %v counters %+v; Step's %d %d %v %+v", seed, calls,
+				until.Waiting(), until.Running(), until.KVUsage(), until.Counters(), step.Waiting(), step.Running(), step.KVUsage(), step.Counters())
+		}
+		now = end
+	}
+	if strides == 0 {
+		t.Fatalf("seed %d: no call ran more than one iteration: the test exercises nothing", seed)
+	}
+}
+
+// BenchmarkEngineDrain serves a batch of 32 requests (outputs of 64 to 2,048 tokens, token
+// events off) from submission to the last completion, one iteration per Step against one
+// StepUntil with nothing arriving: the simulator's two ways of running a replica between
+// arrivals. One op is the whole batch.
+func BenchmarkEngineDrain(b *testing.B) {
+	p, _ := Profile("a100-80gb-llama3-8b")
+	for _, mode := range []string{"step", "stepuntil"} {
+		b.Run(mode, func(b *testing.B) {
+			e := NewEngine(p)
+			e.SetTokenEvents(false)
+			now := t0
+			var id uint64
+			b.ReportAllocs()
+			for b.Loop() {
+				for i := range 32 {
+					id++
+					if err := e.Submit(Request{ID: id, PromptTokens: 256, OutputTokens: 64 * (1 + i), Arrival: now}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if mode == "step" {
+					for e.Busy() {
+						now, _ = e.Step(now)
+					}
+				} else {
+					_, now, _ = e.StepUntil(now, now.Add(time.Hour))
+				}
+				if e.Busy() || e.Counters().FinishedRequests != int64(id) {
+					b.Fatalf("%d of %d finished", e.Counters().FinishedRequests, id)
+				}
+			}
+		})
 	}
 }

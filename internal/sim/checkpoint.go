@@ -80,7 +80,7 @@ func rejects(p servermodel.Params, q trace.Request) bool {
 func (c *checkpoint) clone() *checkpoint {
 	r := c.r
 	nr := &run{cfg: r.cfg, nextID: r.nextID, front: slices.Clone(r.front), next: r.next,
-		inflight: r.inflight, met: r.met, gpuTime: r.gpuTime}
+		inflight: r.inflight, met: r.met, gpuTime: r.gpuTime, lastStart: r.lastStart}
 	nr.res.Rejected = r.res.Rejected
 	nr.reps = make([]*replica, len(r.reps))
 	for i, rep := range r.reps {
@@ -153,17 +153,9 @@ func (c *checkpoint) simulate(end time.Duration, ready int, plan *OraclePlan) bo
 	for now < end {
 		all := first
 		if starting {
-			starting = false
-			for _, rep := range r.reps {
-				if rep.phase == phaseStarting {
-					if rep.readyAt <= now {
-						rep.phase = phaseReady
-						all = true
-					} else {
-						starting = true
-					}
-				}
-			}
+			var up bool
+			up, starting = r.comeUp(now)
+			all = all || up
 		}
 		var drain int
 		if first && ready > 0 {
@@ -200,8 +192,11 @@ func (c *checkpoint) simulate(end time.Duration, ready int, plan *OraclePlan) bo
 			nextTick += tick
 		}
 		first = false
+		// As in run.loop: nothing reaches a replica before the next arrival, tick, replica
+		// coming up or the end, so each runs its iterations back to back until then.
+		until := r.horizon(min(end, nextTick), starting)
 		due = due[:0]
-		for busy.len() > 0 && busy.top().busyUntil <= now {
+		for busy.len() > 0 && busy.next() <= now {
 			due = append(due, busy.pop())
 		}
 		if all {
@@ -213,10 +208,8 @@ func (c *checkpoint) simulate(end time.Duration, ready int, plan *OraclePlan) bo
 				continue
 			}
 			if rep.eng.Busy() {
-				c.step(rep, now)
-				if rep.busyUntil > now {
-					busy.push(rep)
-				}
+				c.step(rep, now, until)
+				busy.push(rep) // an iteration takes time: it ends after now
 			} else if rep.phase == phaseDraining {
 				r.stop(rep, now)
 				stopped = true
@@ -229,30 +222,16 @@ func (c *checkpoint) simulate(end time.Duration, ready int, plan *OraclePlan) bo
 			r.compact()
 		}
 		if plan != nil && r.next >= len(reqs) && r.inflight == 0 && len(r.front) == 0 {
-			for _, rep := range r.reps {
-				r.stop(rep, now)
-			}
-			r.compact()
-			c.now = now
+			c.now = r.stopAll(now)
 			return true
 		}
 		if c.stopped() {
 			c.now = now
 			return false
 		}
-		t := min(end, nextTick)
-		if r.next < len(reqs) {
-			t = min(t, reqs[r.next].At)
-		}
+		t := until
 		if busy.len() > 0 {
-			t = min(t, busy.top().busyUntil)
-		}
-		if starting {
-			for _, rep := range r.reps {
-				if rep.phase == phaseStarting {
-					t = min(t, rep.readyAt)
-				}
-			}
+			t = min(t, busy.next())
 		}
 		now = t
 	}
@@ -260,17 +239,28 @@ func (c *checkpoint) simulate(end time.Duration, ready int, plan *OraclePlan) bo
 	return true
 }
 
-// iterationEnds is a min-heap of busy replicas by the end of their iteration.
-type iterationEnds []*replica
+// iterationEnds is a min-heap of busy replicas by the end of their iteration. Each entry
+// holds the end as well, so that sifting compares values in the heap's own array rather than
+// reading every replica it passes.
+type iterationEnds []iterationEnd
 
-func (h iterationEnds) len() int      { return len(h) }
-func (h iterationEnds) top() *replica { return h[0] }
+type iterationEnd struct {
+	end time.Duration
+	rep *replica
+}
+
+func (h iterationEnds) len() int { return len(h) }
+
+// next is the earliest iteration end; the heap must not be empty.
+func (h iterationEnds) next() time.Duration { return h[0].end }
+
+// push adds r, at its busyUntil.
 func (h *iterationEnds) push(r *replica) {
-	*h = append(*h, r)
+	*h = append(*h, iterationEnd{r.busyUntil, r})
 	s := *h
 	for i := len(s) - 1; i > 0; {
 		p := (i - 1) / 2
-		if s[p].busyUntil <= s[i].busyUntil {
+		if s[p].end <= s[i].end {
 			break
 		}
 		s[p], s[i] = s[i], s[p]
@@ -280,7 +270,7 @@ func (h *iterationEnds) push(r *replica) {
 
 func (h *iterationEnds) pop() *replica {
 	s := *h
-	top := s[0]
+	top := s[0].rep
 	n := len(s) - 1
 	s[0] = s[n]
 	s = s[:n]
@@ -289,10 +279,10 @@ func (h *iterationEnds) pop() *replica {
 		if c >= n {
 			break
 		}
-		if c+1 < n && s[c+1].busyUntil < s[c].busyUntil {
+		if c+1 < n && s[c+1].end < s[c].end {
 			c++
 		}
-		if s[i].busyUntil <= s[c].busyUntil {
+		if s[i].end <= s[c].end {
 			break
 		}
 		s[i], s[c] = s[c], s[i]
@@ -338,8 +328,9 @@ func (c *checkpoint) grow(want int, now time.Duration) int {
 }
 
 // step is run.step with the first tokens counted by the judge instead of recorded.
-func (c *checkpoint) step(rep *replica, now time.Duration) {
-	end, evs := rep.eng.Step(epoch.Add(now))
+func (c *checkpoint) step(rep *replica, now, until time.Duration) {
+	last, end, evs := rep.eng.StepUntil(epoch.Add(now), epoch.Add(until))
+	c.r.lastStart = max(c.r.lastStart, last.Sub(epoch))
 	rep.busyUntil = end.Sub(epoch)
 	for i := range evs {
 		ev := &evs[i]

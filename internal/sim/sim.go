@@ -145,6 +145,8 @@ type run struct {
 	front    []int // indices into the workload of requests waiting for a READY replica
 	next     int   // next arrival
 	inflight int   // dispatched, not finished
+	// lastStart is the latest start of an iteration stepped so far.
+	lastStart time.Duration
 
 	ttft, wait []float64 // per finished request, seconds; index = request index
 	met        int
@@ -213,14 +215,20 @@ func (r *run) loop() {
 	tick := r.cfg.ReportInterval
 	nextTick := tick
 	now := time.Duration(0)
+	// Most instants are the end of one replica's iteration and nothing else: those step the
+	// replicas due, from a heap of iteration ends, rather than look at every replica. Only
+	// arrivals, a replica coming up and a report tick (which may scale) give an idle replica
+	// work or drain it, and the instants with those look at every replica. The order in which
+	// replicas step at one instant changes nothing: each steps its own engine and records its
+	// own requests. checkpoint.simulate runs the references' trials the same way.
+	var busy iterationEnds
+	var due []*replica
+	starting := false // whether a replica may be starting
 	for {
 		// Replicas that come up.
 		ready := false
-		for _, rep := range r.reps {
-			if rep.phase == phaseStarting && rep.readyAt <= now {
-				rep.phase = phaseReady
-				ready = true
-			}
+		if starting {
+			ready, starting = r.comeUp(now)
 		}
 		if ready && len(r.front) > 0 {
 			for _, i := range r.front {
@@ -228,22 +236,37 @@ func (r *run) loop() {
 			}
 			r.front = r.front[:0]
 		}
+		all := ready // whether to look at every replica
 		for r.next < len(reqs) && reqs[r.next].At <= now {
 			r.arrivals++
 			r.dispatch(r.next, now)
 			r.next++
+			all = true
 		}
 		if now >= nextTick {
 			r.report(now)
 			nextTick += tick
+			all, starting = true, true
 		}
-		// Step idle engines that have work; stop drained replicas.
-		for _, rep := range r.reps {
+		// Step idle engines that have work; stop drained replicas. Nothing reaches a replica
+		// before the next arrival, tick or replica coming up, so each runs its iterations
+		// back to back until then.
+		until := r.horizon(nextTick, starting)
+		due = due[:0]
+		for busy.len() > 0 && busy.next() <= now {
+			due = append(due, busy.pop())
+		}
+		list := due
+		if all {
+			list = r.reps
+		}
+		for _, rep := range list {
 			if rep.busyUntil > now {
 				continue
 			}
 			if rep.eng.Busy() {
-				r.step(rep, now)
+				r.step(rep, now, until)
+				busy.push(rep) // an iteration takes time: it ends after now
 			} else if rep.phase == phaseDraining {
 				r.stop(rep, now)
 			}
@@ -253,25 +276,63 @@ func (r *run) loop() {
 			break
 		}
 		// The next event.
-		t := nextTick
-		if r.next < len(reqs) {
-			t = min(t, reqs[r.next].At)
+		t := until
+		if busy.len() > 0 {
+			t = min(t, busy.next())
 		}
+		now = t
+	}
+	r.res.SimulatedSeconds = r.stopAll(now).Seconds()
+}
+
+// comeUp makes the starting replicas whose cold start is over by now ready, and reports
+// whether any did and whether any are still starting.
+func (r *run) comeUp(now time.Duration) (ready, starting bool) {
+	for _, rep := range r.reps {
+		if rep.phase == phaseStarting {
+			if rep.readyAt <= now {
+				rep.phase = phaseReady
+				ready = true
+			} else {
+				starting = true
+			}
+		}
+	}
+	return ready, starting
+}
+
+// horizon is the first instant after now at which something can reach a replica from
+// outside it: the next arrival, a replica coming up (if any may be starting) or bound.
+func (r *run) horizon(bound time.Duration, starting bool) time.Duration {
+	t := bound
+	if reqs := r.cfg.Workload.Requests; r.next < len(reqs) {
+		t = min(t, reqs[r.next].At)
+	}
+	if starting {
 		for _, rep := range r.reps {
 			if rep.phase == phaseStarting {
 				t = min(t, rep.readyAt)
 			}
-			if rep.busyUntil > now {
-				t = min(t, rep.busyUntil)
-			}
 		}
-		now = t
 	}
-	r.res.SimulatedSeconds = now.Seconds()
+	return t
+}
+
+// stopAll ends the run once the last request has finished (noticed at now): at the start of
+// the iteration that finished it, which is when stepping one iteration at a time would have
+// seen it, less for a draining replica that went idle before then and stopped when it did.
+// It returns the end.
+func (r *run) stopAll(now time.Duration) time.Duration {
+	end := max(now, r.lastStart)
 	for _, rep := range r.reps {
-		r.stop(rep, now)
+		if rep.phase == phaseDraining && rep.busyUntil < end {
+			r.stop(rep, rep.busyUntil)
+		} else {
+			r.stop(rep, end)
+		}
 	}
 	r.compact()
+	return end
 }
 
 // dispatch sends request i to the least-loaded READY replica, or to the front queue.
@@ -298,8 +359,10 @@ func (r *run) dispatch(i int, now time.Duration) {
 	r.inflight++
 }
 
-func (r *run) step(rep *replica, now time.Duration) {
-	end, evs := rep.eng.Step(epoch.Add(now))
+// step runs rep's iterations from now until the first that would start at until or later.
+func (r *run) step(rep *replica, now, until time.Duration) {
+	last, end, evs := rep.eng.StepUntil(epoch.Add(now), epoch.Add(until))
+	r.lastStart = max(r.lastStart, last.Sub(epoch))
 	d := end.Sub(epoch)
 	rep.busy += d - now
 	rep.busyUntil = d
