@@ -240,9 +240,9 @@ func (e *Engine) Counters() Counters { return e.counters }
 // sequence, in admission order, unless token events are off), then completions in admission
 // order.
 //
-// The returned slice is owned by the engine and reused by the next Step, so that stepping does
-// not allocate: use or copy the events before calling Step again. Submit and Abort do not
-// touch it.
+// The returned slice is owned by the engine and reused by the next Step or StepUntil, so
+// that stepping does not allocate: use or copy the events before stepping again. Submit and
+// Abort do not touch it.
 func (e *Engine) Step(now time.Time) (end time.Time, events []Event) {
 	e.events = e.events[:0]
 	return e.step(now)
@@ -251,9 +251,9 @@ func (e *Engine) Step(now time.Time) (end time.Time, events []Event) {
 // StepUntil runs iterations back to back from now, as Step called again at each one's end
 // would, for as long as the engine is busy and the next iteration would start before until.
 // It returns when the last iteration started and ended (both now if there was none) and
-// the events of them all, each stamped with its own iteration's end, in order. A caller that submits nothing
-// before until (a simulator whose next arrival is at until) gets what Step at every
-// iteration end would have given.
+// the events of them all, each stamped with its own iteration's end, in order, in the
+// engine's slice as Step's are. A caller that submits nothing before until (a simulator
+// whose next arrival is at until) gets what Step at every iteration end would have given.
 //
 // With token events off, a stretch of decode iterations in which no sequence finishes and
 // none can be admitted (nothing waiting, or the head of the queue blocked by the batch
