@@ -287,10 +287,7 @@ func (a *Autoscaler) learnCapacity(in *Input) {
 		s.measured += dt
 		alpha := float64(dt) / float64(min(capacityTau, s.measured+priorWeight))
 		s.capacity += alpha * (sat - s.capacity)
-		if s.satCapacity == 0 {
-			s.satCapacity = sat
-		}
-		s.satCapacity += float64(dt) / float64(capacityTau) * (sat - s.satCapacity)
+		s.satCapacity = smooth(s.satCapacity, sat, dt, capacityTau)
 	}
 	st := &in.Stable
 	if c.probe {
@@ -298,10 +295,7 @@ func (a *Autoscaler) learnCapacity(in *Input) {
 		// The model's bound for probes, smoothed so that one window's request mix does not
 		// decide a probe.
 		if ceil, ok := s.model.ceiling(st); ok {
-			if s.ceiling == 0 {
-				s.ceiling = ceil
-			}
-			s.ceiling += float64(dt) / float64(ceilingTau) * (ceil - s.ceiling)
+			s.ceiling = smooth(s.ceiling, ceil, dt, ceilingTau)
 		}
 	}
 	if st.Ready != s.lastReady {
@@ -327,6 +321,15 @@ func (a *Autoscaler) learnCapacity(in *Input) {
 	if c.probe {
 		a.probeCapacity(in, settle)
 	}
+}
+
+// smooth moves an exponentially weighted mean with time constant tau towards v over dt; a
+// mean of 0 (none yet) starts at v.
+func smooth(mean, v float64, dt, tau time.Duration) float64 {
+	if mean == 0 {
+		return v
+	}
+	return mean + float64(dt)/float64(tau)*(v-mean)
 }
 
 const (
