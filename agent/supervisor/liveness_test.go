@@ -264,6 +264,7 @@ func TestBusyServerIsNotKilled(t *testing.T) {
 	// Twice UnhealthyChecks checks in a row fail while it serves: each would count towards
 	// a kill if its progress were not seen.
 	var st *llmscalerv1.InstanceStatus
+	sawWork := false // a scrape while the checks failed saw requests running or waiting
 	waitForf(t, waitLong, func() string {
 		return fmt.Sprintf("%d failed health checks with progress (have %d; status %v)", 2*unhealthy, h.busyChecks("i-1"), st)
 	}, func() bool {
@@ -271,14 +272,19 @@ func TestBusyServerIsNotKilled(t *testing.T) {
 		if st.GetPhase() != ready || st.GetPid() != first.GetPid() || st.GetRestarts() != 0 {
 			t.Fatalf("the busy server was touched: %v", st)
 		}
+		if h.busyChecks("i-1") > 0 && (st.GetMetrics().GetRunning() > 0 || st.GetMetrics().GetWaiting() > 0) {
+			sawWork = true
+		}
 		return h.busyChecks("i-1") >= 2*unhealthy
 	})
 	if st.GetMessage() != busyMessage {
 		t.Errorf("message while busy = %q, want %q", st.GetMessage(), busyMessage)
 	}
 	// Scrapes went on while the health checks failed: they are what showed the progress.
-	if st.GetMetrics().GetRunning() == 0 && st.GetMetrics().GetWaiting() == 0 {
-		t.Errorf("the last scrape saw no requests: %v", st.GetMetrics())
+	// Any of them, not the last: four closed-loop clients can all be between requests at
+	// the instant of one scrape (CI saw it once under -race).
+	if !sawWork {
+		t.Errorf("no scrape while the health checks failed saw requests; the last: %v", st.GetMetrics())
 	}
 
 	errs := l.finish()
