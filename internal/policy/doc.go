@@ -61,7 +61,9 @@
 //   - Scale down only after the stable window has shown spare capacity (the demand fits in
 //     fewer replicas, with headroom or the spare replica, and a 5 % margin) for a panic
 //     window, and never below the most the sizing asked for over the scale-down delay
-//     [120 s, stretched while scale-downs are regretted]; a panic records its arrival rate's
+//     [120 s, stretched while scale-downs are regretted: a panic back above the count left
+//     while the latency is over target, or with arrivals above what that count carries
+//     once a replica started for the panic is ready]; a panic records its arrival rate's
 //     need, not the backlog's, so replicas started to drain a queue go once it is gone. Each
 //     step a panic window after the last change, with no replica starting and, as for every
 //     policy, fresh data from every replica. Before the policy has a delay of history (a new

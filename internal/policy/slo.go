@@ -89,8 +89,12 @@ type sloState struct {
 	// most asked for since then.
 	needs []stampedCount
 	// panicNeed is the count the panic's arrival rate needs, without its backlog: a
-	// scale-down that left fewer is regretted.
+	// scale-down that left fewer is regretted, if the demand still needs more than it left
+	// once a replica started for the panic is ready (at regretAt; regretTo is the most
+	// such scale-downs left, 0 while none is pending).
 	panicNeed int
+	regretAt  time.Time
+	regretTo  int
 	// downFull says the scale-down being decided goes to the current need (downRecord.full).
 	downFull bool
 	// shrunk is when the delay last shrank back.
@@ -206,21 +210,45 @@ func (a *Autoscaler) noteScale(in *Input, cur, want int, code causeCode) {
 	case want > cur && panicked:
 		// Only a scale-up for an SLO at risk is regret: one that follows a demand that
 		// sits on the boundary between two counts costs a cold start, not the SLO.
-		regret := false
+		// It is judged once a replica started for it is ready: a burst that is over by then
+		// was the fleet's to absorb, and the scale-down it followed was no mistake.
+		regretNow := false
 		for i := range s.downs {
 			d := &s.downs[i]
 			switch {
 			case d.at.IsZero():
+			case s.panicNeed > d.to && a.cause.flags&1 != 0:
+				// The latency is over target already: its absence was felt.
+				d.at, regretNow = time.Time{}, true
 			case s.panicNeed > d.to:
-				d.at, regret = time.Time{}, true
+				if s.regretTo == 0 {
+					s.regretAt = in.Now.Add(in.ColdStart)
+				}
+				d.at, s.regretTo = time.Time{}, max(s.regretTo, d.to)
 			default:
 				d.full = false
 			}
 		}
-		if regret {
+		if regretNow {
 			s.delay = min(2*s.delay, maxDelayFactor*c.delay)
 		}
 	}
+}
+
+// judgeRegret settles a pending regret (noteScale): the scale-down was a mistake if the
+// latency goes over target (breach) before a replica started for the panic is ready, or if
+// by then the count it left cannot carry the arrivals. Arrival is the higher of the panic
+// and stable windows' rates, so a demand that lasted the cold start counts though the last
+// seconds dipped.
+func (a *Autoscaler) judgeRegret(now time.Time, arrival, capacity float64, breach bool) {
+	s, c := &a.slo, &a.cfg.slo
+	if s.regretTo == 0 || (now.Before(s.regretAt) && !breach) {
+		return
+	}
+	if breach || arrival > float64(s.regretTo)*capacity {
+		s.delay = min(2*max(s.delay, c.delay), maxDelayFactor*c.delay)
+	}
+	s.regretTo = 0
 }
 
 // latency is the SLO metric at its percentile over a window, and whether enough requests
@@ -496,6 +524,7 @@ func (a *Autoscaler) evalSLO(in *Input, cur int) (raw, want int, panicking bool)
 	case okP && latP <= c.targetS:
 		s.latStuck, s.latAddLoad = false, 0
 	}
+	a.judgeRegret(in.Now, max(arrivalP, st.ArrivalRate), capacity, okP && latP > c.targetS)
 	// A queue under half a request per ready replica is the noise of continuous batching
 	// (a request waiting behind a long chunked prefill), not a backlog: arrivals beyond
 	// capacity are caught below, before a real backlog forms.

@@ -387,3 +387,49 @@ func TestSmallQueueIsNotABacklog(t *testing.T) {
 		t.Errorf("a backlog of 6 at capacity for 13 s: %s", d.Reason)
 	}
 }
+
+// A scale-down followed by a panic back above it is regret only if the replica it stopped
+// was missed: the latency went over target before a replica started for the panic could be
+// ready, or the arrivals when it is ready are more than the count left carries. A burst
+// the fleet absorbed by then leaves the delay as it was.
+func TestRegretIsJudgedWhenThePanicsReplicaIsReady(t *testing.T) {
+	const cold = 80 * time.Second
+	tests := []struct {
+		name string
+		// flags are the panic's risks (1: latency over target already).
+		flags uint8
+		// breachAt is when, after the panic, the latency is over target for a moment (0: never);
+		// arrival is the arrival rate from then on.
+		breachAt time.Duration
+		arrival  float64
+		want     time.Duration
+	}{
+		{name: "burst over by the ready time", flags: 2, arrival: 25, want: 120 * time.Second},
+		{name: "demand still above the count left", flags: 2, arrival: 45, want: 240 * time.Second},
+		{name: "latency over target at the panic", flags: 1 | 2, arrival: 25, want: 240 * time.Second},
+		{name: "latency over target before the ready time", flags: 2, breachAt: 20 * time.Second, arrival: 25, want: 240 * time.Second},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			a, err := NewAutoscaler(sloPolicy(nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			in := &Input{Now: epoch, ColdStart: cold}
+			a.noteScale(in, 4, 3, causeSLOSpare)
+			in.Now = epoch.Add(30 * time.Second)
+			a.slo.panicNeed, a.cause.flags = 5, tc.flags
+			a.noteScale(in, 3, 5, causeSLOPanic)
+			for at := time.Second; at <= cold+10*time.Second; at += time.Second {
+				breach := at == tc.breachAt
+				a.judgeRegret(in.Now.Add(at), tc.arrival, 10, breach)
+			}
+			if a.slo.delay != tc.want {
+				t.Errorf("delay %v after the panic's replica is ready, want %v", a.slo.delay, tc.want)
+			}
+			if a.slo.regretTo != 0 {
+				t.Errorf("regret still pending (to %d) after it was judged", a.slo.regretTo)
+			}
+		})
+	}
+}

@@ -111,6 +111,7 @@ func TestJudge(t *testing.T) {
 		{"baseline cheaper", ScaleHour, rows([2]float64{0.995, 9}, [2]float64{1, 10}, [2]float64{0.99, 8}, [2]float64{0.999, 8.5}), "hpa cheaper"},
 		{"day 0.8x static", ScaleDay, rows([2]float64{0.995, 85}, [2]float64{1, 100}, [2]float64{0.99, 70}, [2]float64{1, 200}), "85.00 GPU-h > 0.8x static 80.00"},
 		{"day 1.25x oracle", ScaleDay, rows([2]float64{0.995, 75}, [2]float64{1, 100}, [2]float64{0.99, 50}, [2]float64{1, 200}), "75.00 GPU-h > 1.25x oracle 62.50"},
+		{"day both bars", ScaleDay, rows([2]float64{0.995, 85}, [2]float64{1, 100}, [2]float64{0.99, 50}, [2]float64{1, 200}), "85.00 GPU-h > 0.8x static 80.00; 85.00 GPU-h > 1.25x oracle 62.50"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := Judge(&SuiteEntry{Scale: tc.scale, Results: tc.r})
