@@ -230,9 +230,16 @@ func (a *Autoscaler) noteScale(in *Input, cur, want int, code causeCode) {
 			}
 		}
 		if regretNow {
-			s.delay = min(2*s.delay, maxDelayFactor*c.delay)
+			a.stretchDelay()
 		}
 	}
+}
+
+// stretchDelay doubles the scale-down delay in force for a regretted scale-down, up to
+// maxDelayFactor times the configured one.
+func (a *Autoscaler) stretchDelay() {
+	s, c := &a.slo, &a.cfg.slo
+	s.delay = min(2*max(s.delay, c.delay), maxDelayFactor*c.delay)
 }
 
 // judgeRegret settles a pending regret (noteScale): the scale-down was a mistake if the
@@ -241,12 +248,12 @@ func (a *Autoscaler) noteScale(in *Input, cur, want int, code causeCode) {
 // and stable windows' rates, so a demand that lasted the cold start counts though the last
 // seconds dipped.
 func (a *Autoscaler) judgeRegret(now time.Time, arrival, capacity float64, breach bool) {
-	s, c := &a.slo, &a.cfg.slo
+	s := &a.slo
 	if s.regretTo == 0 || (now.Before(s.regretAt) && !breach) {
 		return
 	}
 	if breach || arrival > float64(s.regretTo)*capacity {
-		s.delay = min(2*max(s.delay, c.delay), maxDelayFactor*c.delay)
+		a.stretchDelay()
 	}
 	s.regretTo = 0
 }
