@@ -89,12 +89,12 @@ type sloState struct {
 	// most asked for since then.
 	needs []stampedCount
 	// panicNeed is the count the panic's arrival rate needs, without its backlog: a
-	// scale-down that left fewer is regretted, if the demand still needs more than it left
-	// once a replica started for the panic is ready (at regretAt; regretTo is the most
-	// such scale-downs left, 0 while none is pending).
+	// scale-down that left fewer is regretted if its replica was missed (judgeRegret).
 	panicNeed int
-	regretAt  time.Time
-	regretTo  int
+	// regretTo is the most that the scale-downs awaiting that judgement left (0: none
+	// awaits it), and regretAt when a replica started for their panic is ready.
+	regretTo int
+	regretAt time.Time
 	// downFull says the scale-down being decided goes to the current need (downRecord.full).
 	downFull bool
 	// shrunk is when the delay last shrank back.
@@ -243,7 +243,7 @@ func (a *Autoscaler) stretchDelay() {
 }
 
 // judgeRegret settles a pending regret (noteScale): the scale-down was a mistake if the
-// latency goes over target (breach) before a replica started for the panic is ready, or if
+// latency goes over target (breach; not while it is known not to be load-bound) before a replica started for the panic is ready, or if
 // by then the count it left cannot carry the arrivals. Arrival is the higher of the panic
 // and stable windows' rates, so a demand that lasted the cold start counts though the last
 // seconds dipped.
@@ -531,7 +531,7 @@ func (a *Autoscaler) evalSLO(in *Input, cur int) (raw, want int, panicking bool)
 	case okP && latP <= c.targetS:
 		s.latStuck, s.latAddLoad = false, 0
 	}
-	a.judgeRegret(in.Now, max(arrivalP, st.ArrivalRate), capacity, okP && latP > c.targetS)
+	a.judgeRegret(in.Now, max(arrivalP, st.ArrivalRate), capacity, risk&1 != 0)
 	// A queue under half a request per ready replica is the noise of continuous batching
 	// (a request waiting behind a long chunked prefill), not a backlog: arrivals beyond
 	// capacity are caught below, before a real backlog forms.
