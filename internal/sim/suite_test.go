@@ -104,17 +104,23 @@ func TestJudge(t *testing.T) {
 		name, scale string
 		r           []*Result
 		want        string
+		step        int
 	}{
-		{"hour pass", ScaleHour, rows([2]float64{0.995, 9}, [2]float64{1, 10}, [2]float64{0.99, 8}, [2]float64{1, 20}), "pass"},
-		{"hour above static", ScaleHour, rows([2]float64{0.995, 11}, [2]float64{1, 10}, [2]float64{0.99, 8}, [2]float64{1, 20}), "11.00 GPU-h > static 10.00"},
-		{"attainment", ScaleHour, rows([2]float64{0.98, 9}, [2]float64{1, 10}, [2]float64{0.99, 8}, [2]float64{1, 20}), "attainment 98.00 % < 99 %"},
-		{"baseline cheaper", ScaleHour, rows([2]float64{0.995, 9}, [2]float64{1, 10}, [2]float64{0.99, 8}, [2]float64{0.999, 8.5}), "hpa cheaper"},
-		{"day 0.8x static", ScaleDay, rows([2]float64{0.995, 85}, [2]float64{1, 100}, [2]float64{0.99, 70}, [2]float64{1, 200}), "85.00 GPU-h > 0.8x static 80.00"},
-		{"day 1.25x oracle", ScaleDay, rows([2]float64{0.995, 75}, [2]float64{1, 100}, [2]float64{0.99, 50}, [2]float64{1, 200}), "75.00 GPU-h > 1.25x oracle 62.50"},
-		{"day both bars", ScaleDay, rows([2]float64{0.995, 85}, [2]float64{1, 100}, [2]float64{0.99, 50}, [2]float64{1, 200}), "85.00 GPU-h > 0.8x static 80.00; 85.00 GPU-h > 1.25x oracle 62.50"},
+		{"hour pass", ScaleHour, rows([2]float64{0.995, 9}, [2]float64{1, 10}, [2]float64{0.99, 8}, [2]float64{1, 20}), "pass", 0},
+		{"hour above static", ScaleHour, rows([2]float64{0.995, 11}, [2]float64{1, 10}, [2]float64{0.99, 8}, [2]float64{1, 20}), "11.00 GPU-h > static 10.00", 0},
+		{"attainment", ScaleHour, rows([2]float64{0.98, 9}, [2]float64{1, 10}, [2]float64{0.99, 8}, [2]float64{1, 20}), "attainment 98.00 % < 99 %", 0},
+		{"baseline cheaper", ScaleHour, rows([2]float64{0.995, 9}, [2]float64{1, 10}, [2]float64{0.99, 8}, [2]float64{0.999, 8.5}), "hpa cheaper", 0},
+		{"day 0.8x static", ScaleDay, rows([2]float64{0.995, 85}, [2]float64{1, 100}, [2]float64{0.99, 70}, [2]float64{1, 200}), "85.00 GPU-h > 0.8x static 80.00", 0},
+		{"day 1.25x oracle", ScaleDay, rows([2]float64{0.995, 75}, [2]float64{1, 100}, [2]float64{0.99, 50}, [2]float64{1, 200}), "75.00 GPU-h > 1.25x oracle 62.50", 0},
+		{"day both bars", ScaleDay, rows([2]float64{0.995, 85}, [2]float64{1, 100}, [2]float64{0.99, 50}, [2]float64{1, 200}), "85.00 GPU-h > 0.8x static 80.00; 85.00 GPU-h > 1.25x oracle 62.50", 0},
+		{"attainment after a step", ScaleHour, rows([2]float64{0.90, 9}, [2]float64{1, 10}, [2]float64{0.99, 8}, [2]float64{1, 20}), "(oracle 99.00 %; any policy: at most 97.50 % with fewer than 9 replicas at the step, static 10)", 9},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := Judge(&SuiteEntry{Scale: tc.scale, Results: tc.r})
+			e := &SuiteEntry{Scale: tc.scale, Results: tc.r, StaticReplicas: 10}
+			if tc.step > 0 {
+				e.StepReplicas, e.StepBelow = tc.step, 0.975
+			}
+			got := Judge(e)
 			if !strings.Contains(got, tc.want) || (tc.want != "pass" && got == "pass") {
 				t.Errorf("Judge = %q, want it to contain %q", got, tc.want)
 			}
