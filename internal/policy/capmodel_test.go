@@ -172,3 +172,42 @@ func TestProbeRaisesDefaultPrior(t *testing.T) {
 		t.Errorf("capacity with a configured prior = %.3f, want 2", a.slo.capacity)
 	}
 }
+
+func TestProbeGuessesWhileTheModelHasNoSamples(t *testing.T) {
+	// Short requests (512 prompt, 128 output tokens) at 1.5 requests/s per replica: each
+	// replica holds about 2.1 sequences, under modelMinBatch, so the model never gets a
+	// sample. The probe still raises the default prior, on its guess of where the batch is
+	// probeBatch, a probeStep at a time.
+	short := a100Costs
+	short.out, short.prompt = 128, 512
+	run := func(a *Autoscaler, d time.Duration, ttftP95 float64) {
+		rng := rand.New(rand.NewPCG(7, 8))
+		now := epoch
+		for end := now.Add(d); now.Before(end); now = now.Add(time.Second) {
+			p := short.window(6*time.Second, 4, 1.5*(0.9+0.2*rng.Float64()), rng, 0.02)
+			st := short.window(time.Minute, 4, 1.5, rng, 0.01)
+			p.TTFTP95, st.TTFTP95 = ttftP95, ttftP95
+			a.Evaluate(Input{Now: now, Ready: 4, ColdStart: 80 * time.Second, Stable: st, Panic: p, Long: st,
+				Min: 4, Max: 4, ReportInterval: time.Second})
+		}
+	}
+	a := newProbed(t, nil)
+	run(a, 5*time.Second, 0.4)
+	if want := defaultPrior * (1 + probeStep); math.Abs(a.slo.capacity-want) > 1e-9 {
+		t.Fatalf("capacity after the first probe = %.4f, want one probeStep up, %.4f (a guess is not a bound to jump halfway to)", a.slo.capacity, want)
+	}
+	a = newProbed(t, nil)
+	run(a, 40*time.Minute, 0.4)
+	if a.slo.ceiling != 0 {
+		t.Fatalf("the model has a bound (%.3f): the test wants batches too small for its samples", a.slo.ceiling)
+	}
+	// The probe stops at its load gate: the estimate, with headroom, at most 1/probeLoad
+	// of the load carried.
+	if got, gate := a.slo.capacity, 1.5*(1+defaultHeadroom)/probeLoad; got < 2.5 || got > gate*(1+probeStep) {
+		t.Errorf("capacity after 40 minutes = %.3f, want above 2.5 and within a step of the load gate %.3f", got, gate)
+	}
+	a = newProbed(t, nil)
+	if run(a, 40*time.Minute, 0.7*2); a.slo.capacity != defaultPrior {
+		t.Errorf("capacity with p95 TTFT at 0.7 of the target = %.3f, want the prior %v", a.slo.capacity, float64(defaultPrior))
+	}
+}

@@ -33,7 +33,9 @@
 //     once the ready count has held for a stable window and the drain after it: replicas that
 //     left in a scale-down finish requests into the window too. With no prior configured, the
 //     default is probed upwards (probeCapacity) up to the bound of a model of the replicas'
-//     busy time fitted to their token counts (capmodel.go).
+//     busy time fitted to their token counts (capmodel.go); while batches are too small for
+//     the model's samples (short requests on a fleet the low default spread thin), 10 % a
+//     step towards the rate at which Little's law puts the batch at probeBatch.
 //   - Sizing on the stable window: ceil(arrival / capacity x (1 + headroom)); up by at most 4
 //     per decision. The headroom is learned (headroom.go) once there are 30 minutes of rise
 //     history: the 0.98 quantile of how far the demand rose over one cold start from the

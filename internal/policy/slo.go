@@ -382,6 +382,10 @@ const (
 	// carrying: a probe raises an estimate the fleet has followed, not one already ahead of
 	// any load seen served.
 	probeLoad = 0.6
+	// probeBatch is the batch per replica a probe may plan for while the capacity model
+	// has no fit: twice the model's least sample batch, so that the replicas' batches are
+	// above modelMinBatch with the headroom on top.
+	probeBatch = 2 * modelMinBatch
 )
 
 // probeCapacity raises the capacity estimate when no prior was configured, the replicas
@@ -410,7 +414,21 @@ func (a *Autoscaler) probeCapacity(in *Input, settle time.Duration) {
 	if max(st.ArrivalRate, 0)/float64(st.Ready)*(1+h) < probeLoad*s.capacity {
 		return
 	}
-	ceil, ok := s.ceiling, s.ceiling > 0
+	ceil, ok, guess := s.ceiling, s.ceiling > 0, false
+	if b := st.Running / float64(st.Ready); !ok && b > 0 && b < modelMinBatch {
+		// The model has had nothing to fit: the batches are below what a sample needs.
+		// By Little's law a replica serving x requests/s holds x times a request's
+		// lifetime in sequences, and at small batches continuous batching barely slows a
+		// request down, so x times probeBatch / b is about the rate at which the batch is
+		// probeBatch: there, with the headroom on top, the model gets its samples.
+		// Without this a default prior far below the truth on short requests is never
+		// probed at all: its estimate spreads the load so thin that no batch reaches
+		// modelMinBatch.
+		// It is a guess, not a model's bound (a server with fewer slots than probeBatch
+		// queues before its batch gets there), so the probe takes only probeStep towards
+		// it at a time, and stops, as ever, at a queue or a latency past probeLatency.
+		ceil, ok, guess = max(st.ArrivalRate, 0)/float64(st.Ready)*probeBatch/b, true, true
+	}
 	if s.measured > 0 {
 		ceil = min(ceil, s.satCapacity)
 	}
@@ -418,6 +436,9 @@ func (a *Autoscaler) probeCapacity(in *Input, settle time.Duration) {
 		return
 	}
 	next := min(max(s.capacity*(1+probeStep), (s.capacity+ceil)/2), ceil)
+	if guess {
+		next = min(s.capacity*(1+probeStep), ceil)
+	}
 	s.capacity = next
 	s.probedAt = in.Now
 }
