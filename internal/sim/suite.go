@@ -170,8 +170,8 @@ type SuiteEntry struct {
 	// StaticReplicas is the static pool's size.
 	StaticReplicas int `json:"static_replicas"`
 	// StepReplicas, for a workload with a Step, is the fewest replicas a policy must hold
-	// at the step to reach SuiteAttainment (StepReplicas), and StepBelow the most it can
-	// attain with one fewer. Both are 0 without a step.
+	// at the step to reach SuiteAttainment at all, and StepBelow the most it can attain
+	// with one fewer (see StepReplicas). Both are 0 without a step.
 	StepReplicas int     `json:"step_replicas,omitempty"`
 	StepBelow    float64 `json:"step_bound_below,omitempty"`
 	// Results holds every policy's row, then static's and oracle's.
