@@ -52,19 +52,25 @@ func StepBound(cfg Config, onset time.Duration, held int) (*Result, error) {
 // replica suffices). ok is false when not even MaxReplicas do.
 func StepReplicas(cfg Config, onset time.Duration, attainment float64) (n int, below float64, ok bool, err error) {
 	cfg = cfg.withDefaults()
+	if cfg.Workload == nil {
+		return 0, 0, false, fmt.Errorf("no workload")
+	}
 	if !(attainment > 0 && attainment <= 1) {
 		return 0, 0, false, fmt.Errorf("attainment %v: want a share in (0, 1]", attainment)
 	}
 	got := map[int]float64{}
 	var first error
 	meets := func(held int) bool {
+		if first != nil {
+			return true // the search runs out without another run; the error is returned
+		}
 		if a, seen := got[held]; seen {
 			return a >= attainment
 		}
 		res, err := StepBound(cfg, onset, held)
 		if err != nil {
 			first = err
-			return true // stop the search; the error is returned
+			return true
 		}
 		got[held] = res.SLOAttainment
 		return res.SLOAttainment >= attainment

@@ -56,6 +56,12 @@ func TestStepBound(t *testing.T) {
 		t.Errorf("the step needs %d held, want more than twice the %d before it and 0.8-1x the static %d", n, base, static)
 	}
 
+	if _, _, _, err := StepReplicas(Config{Params: p}, step, SuiteAttainment); err == nil {
+		t.Error("StepReplicas without a workload: want an error")
+	}
+	if _, _, _, err := StepReplicas(cfg, step, 1.5); err == nil {
+		t.Error("StepReplicas at attainment 1.5: want an error")
+	}
 	for _, bad := range []struct {
 		onset time.Duration
 		held  int
